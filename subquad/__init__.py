@@ -1,0 +1,18 @@
+"""subquad: wide sparse ReLU networks in subquadratic time, and tensor sketches.
+
+See ``subquad.show_config()`` for how this installation was built.
+"""
+
+try:
+    from . import _cython_blas, _openmp  # noqa: F401  (fail early if not built)
+except ImportError as error:  # pragma: no cover - exercised only when unbuilt
+    from ._build_check import raise_build_error
+
+    raise_build_error(error)
+
+from ._config import show_config
+from ._threads import effective_n_threads
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["show_config", "effective_n_threads", "__version__"]
