@@ -1,0 +1,139 @@
+"""Fused thresholded product ``max(H @ W + bias - threshold, 0)`` into CSR,
+and the sparse-times-dense product, on the tiled engine."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._threads import blas_threads_limited, effective_n_threads
+from ._tile_product import tile_product
+from ._validation import check_float_matrix, check_operand, check_vector
+
+# A tile of Z (row_block x col_tile) is sized to stay in L2 next to the
+# segment of W being streamed through it.
+_TILE_BYTES = 512 * 1024
+_MAX_ROW_BLOCK = 256
+
+
+def _tiling(n_rows, itemsize):
+    row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
+    col_tile = _TILE_BYTES // (itemsize * row_block)
+    return row_block, int(min(4096, max(64, col_tile - col_tile % 16)))
+
+
+def _run(H, W, shift, P, V, out, to_csr, n_threads):
+    """Call the engine with W as C-contiguous (m_in, m_out) or, for an
+    F-ordered W, its C-contiguous transpose."""
+    if sp.issparse(H):
+        # The scatter reads contiguous row segments of W.
+        W = np.ascontiguousarray(W)
+    trans_w = not W.flags.c_contiguous
+    W_c = W.T if trans_w else W
+    dtype = W.dtype
+    n_rows, m_in = H.shape
+    empty = np.empty((0, 0), dtype=dtype)
+    if sp.issparse(H):
+        dense, data = empty, np.ascontiguousarray(H.data)
+        indices = np.ascontiguousarray(H.indices, dtype=np.int32)
+        indptr = np.ascontiguousarray(H.indptr, dtype=np.int64)
+    else:
+        dense = H
+        data, indices = np.empty(0, dtype), np.empty(0, np.int32)
+        indptr = np.zeros(n_rows + 1, np.int64)
+    if P is None:
+        P, V = np.empty((n_rows, 0), dtype), np.empty((0, W.shape[1]), dtype)
+    row_block, col_tile = _tiling(n_rows, dtype.itemsize)
+    threads = effective_n_threads(n_threads)
+    with blas_threads_limited(1):
+        return tile_product(
+            sp.issparse(H), dense, data, indices, indptr, n_rows, m_in,
+            W_c, trans_w, P, V, shift, out, to_csr, threads, row_block, col_tile)
+
+
+def threshold_csr(H, W, shift, P=None, V=None, n_threads=None):
+    """``max(H @ W + P @ V + shift, 0)`` as CSR, for validated operands."""
+    data, indices, indptr = _run(H, W, shift, P, V, np.empty((0, 0), W.dtype), True, n_threads)
+    return sp.csr_matrix((data, indices, indptr), shape=(H.shape[0], W.shape[1]))
+
+
+def product_dense(H, W, P=None, V=None, n_threads=None):
+    """Dense ``H @ W + P @ V`` for validated operands."""
+    out = np.empty((H.shape[0], W.shape[1]), dtype=W.dtype)
+    if sp.issparse(H):
+        _run(H, W, np.empty(0, W.dtype), P, V, out, False, n_threads)
+        return out
+    np.matmul(H, W, out=out)
+    if P is not None:
+        out += P @ V
+    return out
+
+
+def threshold_matmul(H, W, threshold, bias=None, n_threads=None):
+    """Thresholded product ``max(H @ W + bias - threshold, 0)`` as CSR.
+
+    Only strictly positive entries are stored: a pre-activation exactly at
+    the threshold is inactive. The product is computed tile by tile and the
+    threshold applied in the same pass, so no dense (n, m_out) array is ever
+    allocated; with CSR `H` each needed row of `W` is read once per tile.
+
+    Parameters
+    ----------
+    H : ndarray or sparse matrix of shape (n, m_in)
+        Activations. Dense input is used as C-ordered; sparse input as CSR.
+        Converted to the dtype of `W`.
+    W : ndarray of shape (m_in, m_out)
+        Weights, float32 or float64 (other real dtypes become float64).
+        C- or F-ordered arrays are used without a copy.
+    threshold : float or ndarray of shape (m_out,)
+        Threshold b subtracted from every pre-activation (per column if an
+        array).
+    bias : None or ndarray of shape (m_out,)
+        Bias added to every row before thresholding.
+    n_threads : int, default=None
+        None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
+        k > 0: k threads.
+
+    Returns
+    -------
+    A : scipy.sparse.csr_matrix of shape (n, m_out), dtype of `W`
+        Column indices sorted within each row; int32 indices.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from subquad.linalg import threshold_matmul
+    >>> H = sp.random(4, 64, density=0.1, format="csr", random_state=0)
+    >>> W = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    >>> A = threshold_matmul(H, W, threshold=0.5)
+    >>> np.allclose(A.toarray(), np.maximum(H @ W - 0.5, 0), atol=1e-5)
+    True
+    """
+    W = check_float_matrix(W, "W", allow_f_contiguous=True)
+    m_in, m_out = W.shape
+    H = check_operand(H, "H", W.dtype, m_in)
+    shift = -check_vector(threshold, "threshold", m_out, W.dtype)
+    if bias is not None:
+        shift += check_vector(bias, "bias", m_out, W.dtype)
+    return threshold_csr(H, W, shift, n_threads=n_threads)
+
+
+def sparse_matmul(H, W, n_threads=None):
+    """Dense ``H @ W`` for CSR `H`, on the same tiled engine as
+    `threshold_matmul` (each needed row of `W` read once per tile).
+
+    Parameters
+    ----------
+    H : sparse matrix or ndarray of shape (n, m_in)
+        Dense input is multiplied with BLAS.
+    W : ndarray of shape (m_in, m_out)
+        Float32 or float64 (other real dtypes become float64).
+    n_threads : int, default=None
+        None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
+        k > 0: k threads.
+
+    Returns
+    -------
+    ndarray of shape (n, m_out), dtype of `W`
+    """
+    W = check_float_matrix(W, "W", allow_f_contiguous=True)
+    H = check_operand(H, "H", W.dtype, W.shape[0])
+    return product_dense(H, W, n_threads=n_threads)
