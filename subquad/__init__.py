@@ -10,9 +10,19 @@ except ImportError as error:  # pragma: no cover - exercised only when unbuilt
 
     raise_build_error(error)
 
+from . import linalg, neural_network
 from ._config import show_config
 from ._threads import effective_n_threads
+from .neural_network import SparseMLPClassifier, SparseMLPRegressor
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["show_config", "effective_n_threads", "__version__"]
+__all__ = [
+    "SparseMLPClassifier",
+    "SparseMLPRegressor",
+    "effective_n_threads",
+    "linalg",
+    "neural_network",
+    "show_config",
+    "__version__",
+]

@@ -72,6 +72,17 @@ def effective_n_threads(n_threads=None):
     return int(n_threads)
 
 
+# Below about this many multiply-adds per thread, starting and joining a
+# parallel region costs more than the work it shares.
+MIN_WORK_PER_THREAD = 1 << 20
+
+
+def threads_for_work(n_threads, work):
+    """Resolved `n_threads`, reduced so every thread gets a worthwhile share
+    of `work` (a count of multiply-adds or comparable operations)."""
+    return max(1, min(effective_n_threads(n_threads), int(work) // MIN_WORK_PER_THREAD))
+
+
 _controller = None
 
 

@@ -244,7 +244,7 @@ def tile_product(
                 cursor = <int64_t*> calloc(m_in + 1, sizeof(int64_t))
                 for b in prange(n_blocks, schedule="dynamic"):
                     if cursor == NULL:
-                        failed = 1
+                        failed += 1
                         continue
                     _transpose_block(
                         dp, ip, pp, b * row_block, min(n_rows, (b + 1) * row_block),
@@ -259,7 +259,7 @@ def tile_product(
             Z = <floating*> malloc(row_block * col_tile * sizeof(floating)) if to_csr else NULL
             for item in prange(n_items, schedule="dynamic"):
                 if to_csr and Z == NULL:
-                    failed = 1
+                    failed += 1
                     continue
                 b = item // n_groups
                 g = item % n_groups
@@ -297,7 +297,7 @@ def tile_product(
                               1.0, Zp, <int> ldz)
                     if to_csr and _emit(s, Zp, ldz, nr, tw, c0, shiftp,
                                         countsp + r0 * n_groups + g, n_groups) < 0:
-                        failed = 1
+                        failed += 1
                         break
                 item_size[item] = s.size - item_start[item]
             free(Z)
@@ -323,7 +323,7 @@ def tile_product(
             cursor = <int64_t*> malloc((row_block + 1) * sizeof(int64_t))
             for item in prange(n_items, schedule="dynamic"):
                 if cursor == NULL:
-                    failed = 1
+                    failed += 1
                     continue
                 b = item // n_groups
                 g = item % n_groups

@@ -54,7 +54,7 @@ def tiled_gemm(
             tn = min(tile_n, n - c0)
             if use_index:
                 if A_pack == NULL or B_pack == NULL:
-                    failed = 1
+                    failed += 1
                     continue
                 for i in range(tm):
                     for p in range(k):

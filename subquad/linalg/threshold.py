@@ -4,7 +4,7 @@ and the sparse-times-dense product, on the tiled engine."""
 import numpy as np
 import scipy.sparse as sp
 
-from .._threads import blas_threads_limited, effective_n_threads
+from .._threads import blas_threads_limited, threads_for_work
 from ._tile_product import tile_product
 from ._validation import check_float_matrix, check_operand, check_vector
 
@@ -42,7 +42,8 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
     if P is None:
         P, V = np.empty((n_rows, 0), dtype), np.empty((0, W.shape[1]), dtype)
     row_block, col_tile = _tiling(n_rows, dtype.itemsize)
-    threads = effective_n_threads(n_threads)
+    inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
+    threads = threads_for_work(n_threads, inner * W.shape[1])
     with blas_threads_limited(1):
         return tile_product(
             sp.issparse(H), dense, data, indices, indptr, n_rows, m_in,

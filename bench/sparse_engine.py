@@ -1,0 +1,134 @@
+"""Sparse engine against its baselines, measured side by side in one run.
+
+    python bench/sparse_engine.py            # full run (a few minutes)
+    python bench/sparse_engine.py --quick    # smaller sizes, for a smoke test
+
+Every number printed is a ratio of two timings taken in this run (best of
+several interleaved repetitions), so a shared, noisy machine moves both
+sides together. Targets are those of the sparse-engine issue.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from subquad import effective_n_threads
+from subquad._config import config_info
+from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
+
+
+def best_times(fns, repeats):
+    """Best wall time of each callable, repetitions interleaved."""
+    best = [np.inf] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def sparse_rows(rng, n, m, density, dtype=np.float32):
+    """CSR with exactly round(density * m) nonzeros per row, like a batch of
+    shifted-ReLU activations (positive values)."""
+    k = max(1, round(density * m))
+    cols = np.sort(np.argsort(rng.random((n, m)), axis=1)[:, :k], axis=1)
+    data = rng.random(n * k).astype(dtype) + 0.1
+    return sp.csr_matrix((data, cols.ravel(), np.arange(0, n * k + 1, k)), shape=(n, m))
+
+
+def mark(ok):
+    return "ok " if ok else "MISS"
+
+
+def bench_threshold(sizes, n, repeats, rng):
+    print(f"\nthreshold_matmul, CSR H (n={n}, 2% nonzeros per row), float32, "
+          f"{effective_n_threads()} threads; output ~2% active")
+    header = (f"{'m':>6} {'ours ms':>8} {'scipy+thr':>10} {'dense':>8} {'1 thread':>9} "
+              f"{'GF/s':>6} {'of sgemm':>9}  targets")
+    print(header)
+    for m in sizes:
+        W = rng.standard_normal((m, m)).astype(np.float32)
+        H = sparse_rows(rng, n, m, 0.02)
+        H_dense = H.toarray()
+        b = float(np.quantile(H[:8] @ W, 0.98))
+        ours, ours_1, scipy_t, dense_t = best_times([
+            lambda: threshold_matmul(H, W, b),
+            lambda: threshold_matmul(H, W, b, n_threads=1),
+            lambda: np.maximum(H @ W - b, 0),
+            lambda: np.maximum(H_dense @ W - b, 0),
+        ], repeats)
+        rate = 2 * H.nnz * m / ours / 1e9
+        sgemm_rate = 2 * n * m * m / dense_t / 1e9
+        dense_target = 8 if m >= 16384 else 5
+        targets = [
+            f"vs scipy {scipy_t / ours:.1f}x (>=5) {mark(scipy_t / ours >= 5)}",
+            f"vs dense {dense_t / ours:.1f}x (>={dense_target}) {mark(dense_t / ours >= dense_target)}"
+            if m >= 8192 else f"vs dense {dense_t / ours:.1f}x",
+            f"2 vs 1 thread {ours_1 / ours:.2f}x (>=1.6) {mark(ours_1 / ours >= 1.6)}",
+        ]
+        print(f"{m:>6} {ours * 1e3:>8.2f} {scipy_t / ours:>9.1f}x {dense_t / ours:>7.1f}x "
+              f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%}  " + "; ".join(targets))
+        del W, H, H_dense
+
+
+def bench_blocked_gemm(size, k, repeats, rng):
+    print(f"\nblocked_gemm, {size} x {size} x {k}, float32, {effective_n_threads()} threads "
+          f"(both write into a preallocated C)")
+    A = rng.standard_normal((size, k)).astype(np.float32)
+    B = rng.standard_normal((k, size)).astype(np.float32)
+    C = np.empty((size, size), np.float32)
+    idx = np.sort(rng.choice(k, size=k // 10, replace=False))
+    ours_full, numpy_full, ours_idx, numpy_idx = best_times([
+        lambda: blocked_gemm(A, B, C),
+        lambda: np.matmul(A, B, out=C),
+        lambda: blocked_gemm(A, B, C, index=idx),
+        lambda: np.matmul(A[:, idx], B[idx], out=C),
+    ], repeats)
+    print(f"  full product: ours {ours_full * 1e3:.1f} ms, numpy {numpy_full * 1e3:.1f} ms, "
+          f"ours/numpy {ours_full / numpy_full:.2f} (<=1.10) {mark(ours_full / numpy_full <= 1.10)}")
+    print(f"  10% index:    ours {ours_idx * 1e3:.1f} ms, numpy A[:, idx] @ B[idx] "
+          f"{numpy_idx * 1e3:.1f} ms, speed-up {numpy_idx / ours_idx:.2f}x (>=1.5) "
+          f"{mark(numpy_idx / ours_idx >= 1.5)}")
+
+
+def bench_lowrank(m, rank, repeats, rng):
+    print(f"\nlowrank_update_, W {m} x {m} += U @ V, rank {rank}, factors 2% dense CSR, float32")
+    W = rng.standard_normal((m, m)).astype(np.float32)
+    U = sp.random(m, rank, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    V = sp.random(rank, m, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    U_dense, V_dense = U.toarray(), V.toarray()
+
+    def dense_update():
+        W.__iadd__(U_dense @ V_dense)
+
+    ours, dense_t = best_times([lambda: lowrank_update_(W, U, V), dense_update], repeats)
+    touched = ((abs(U) @ abs(V)).nnz) / m**2
+    print(f"  ours {ours * 1e3:.2f} ms ({touched:.1%} of W in the product's pattern), dense "
+          f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>=20) "
+          f"{mark(dense_t / ours >= 20)}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one pass")
+    args = parser.parse_args(argv)
+    info = config_info()
+    print(f"subquad {info['subquad']}; OpenMP {'on' if info['openmp'] else 'OFF'}, "
+          f"{info['n_threads']} threads; BLAS: "
+          + ", ".join(f"{b['vendor']} {b['version']}" for b in info["blas"]))
+    rng = np.random.default_rng(0)
+    if args.quick:
+        bench_threshold([1024, 2048], 128, 2, rng)
+        bench_blocked_gemm(1024, 256, 2, rng)
+        bench_lowrank(2048, 128, 2, rng)
+    else:
+        bench_threshold([4096, 8192, 16384], 128, 5, rng)
+        bench_blocked_gemm(4096, 512, 5, rng)
+        bench_lowrank(8192, 128, 5, rng)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""One layer's backward pass and optimizer step, fused and sparse.
+
+For a hidden layer ``z = h @ (s * W) + c`` with input activations ``h``
+(CSR, batch x m_in) and output deltas ``delta`` (CSR, batch x m_out, the
+pattern of the layer's active units), the gradient ``hᵀ delta`` is a sum of
+per-sample k_in x k_out blocks. Rows of W are processed in parallel; for row
+j, with the samples that use input unit j:
+
+1. the input deltas ``delta_in[i, j] = s * W[j, act(i)] . delta[i, act(i)]``
+   are computed from the weights *before* the step;
+2. the gradient row ``g = sum_i h[i, j] delta[i, :]`` is accumulated in a
+   per-thread sparse accumulator;
+3. the optimizer updates W[j, c] and its state only where g has entries.
+
+Each row is owned by one thread, so results do not depend on the thread
+count, and the weights are read and written in one pass. ``s`` is the
+layer's weight scale (weight decay multiplies it instead of touching every
+weight); stored weights are the true ones divided by ``s``.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport isfinite, sqrt
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+
+cdef enum:
+    SGD = 0
+    ADAM = 1
+
+# Codes for the `optimizer` argument of backward_update.
+OPTIMIZER_SGD = SGD
+OPTIMIZER_ADAM = ADAM
+
+
+def backward_update(
+    # input activations, transposed: for W row j, entries col_ptr[j]..col_ptr[j+1]
+    const int64_t[::1] col_ptr,
+    const int32_t[::1] col_sample,
+    const floating[::1] col_value,
+    const int64_t[::1] col_position,
+    # output deltas, CSR over the batch
+    const floating[::1] delta_data,
+    const int32_t[::1] delta_indices,
+    const int64_t[::1] delta_indptr,
+    floating[:, ::1] W,
+    floating[:, ::1] state1,
+    floating[:, ::1] state2,
+    floating[::1] delta_in,
+    bint want_delta_in,
+    int optimizer,
+    double scale,
+    double learning_rate,
+    double momentum,
+    bint nesterov,
+    double beta_1,
+    double beta_2,
+    double epsilon,
+    int n_threads,
+):
+    """Fused backward + sparse optimizer step for one hidden layer.
+
+    `state1`/`state2`: velocity (SGD; state2 unused) or first/second
+    moments (Adam). For Adam `learning_rate` already holds the bias
+    correction. With `want_delta_in`, ``delta_in[col_position[e]]`` receives
+    the input delta of transposed entry e. Returns the number of weights
+    whose update would have been non-finite (those are left unchanged).
+    """
+    cdef int64_t m_in = W.shape[0], m_out = W.shape[1]
+    cdef int64_t j, e, q, c, t, n_touched, k
+    cdef int32_t i
+    cdef floating h, d, dot, g, w_new, s1, s2, update
+    cdef floating inv_scale = <floating> (1.0 / scale)
+    cdef floating* grad
+    cdef int64_t* touched
+    cdef int64_t* stamp
+    cdef int64_t n_bad = 0
+    cdef int failed = 0
+    if m_out == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        grad = <floating*> malloc(m_out * sizeof(floating))
+        touched = <int64_t*> malloc(m_out * sizeof(int64_t))
+        stamp = <int64_t*> malloc(m_out * sizeof(int64_t))
+        if stamp != NULL:
+            for k in range(m_out):
+                stamp[k] = -1
+        for j in prange(m_in, schedule="dynamic", chunksize=8):
+            if grad == NULL or touched == NULL or stamp == NULL:
+                failed += 1
+                continue
+            if col_ptr[j] == col_ptr[j + 1]:
+                continue
+            n_touched = 0
+            for e in range(col_ptr[j], col_ptr[j + 1]):
+                i = col_sample[e]
+                h = col_value[e]
+                dot = 0
+                for q in range(delta_indptr[i], delta_indptr[i + 1]):
+                    c = delta_indices[q]
+                    d = delta_data[q]
+                    dot = dot + W[j, c] * d
+                    if stamp[c] != j:
+                        stamp[c] = j
+                        grad[c] = 0
+                        touched[n_touched] = c
+                        n_touched = n_touched + 1
+                    grad[c] = grad[c] + h * d
+                if want_delta_in:
+                    delta_in[col_position[e]] = <floating> scale * dot
+            for t in range(n_touched):
+                c = touched[t]
+                g = grad[c]
+                if optimizer == ADAM:
+                    s1 = <floating> beta_1 * state1[j, c] + <floating> (1 - beta_1) * g
+                    s2 = <floating> beta_2 * state2[j, c] + <floating> (1 - beta_2) * g * g
+                    update = -<floating> learning_rate * s1 / (sqrt(s2) + <floating> epsilon)
+                else:
+                    s1 = <floating> momentum * state1[j, c] - <floating> learning_rate * g
+                    s2 = 0
+                    if nesterov:
+                        update = <floating> momentum * s1 - <floating> learning_rate * g
+                    else:
+                        update = s1
+                w_new = W[j, c] + update * inv_scale
+                if isfinite(w_new) and isfinite(s1) and isfinite(s2):
+                    W[j, c] = w_new
+                    state1[j, c] = s1
+                    if optimizer == ADAM:
+                        state2[j, c] = s2
+                else:
+                    n_bad += 1
+        free(grad)
+        free(touched)
+        free(stamp)
+    if failed:
+        raise MemoryError("backward_update: could not allocate per-thread accumulators")
+    return n_bad
