@@ -10,6 +10,8 @@ scale would make the signal vanish behind the threshold after one layer.
 import numpy as np
 from scipy.special import ndtr
 
+from ..linalg import sparse_matmul
+
 _SQRT_2PI = np.sqrt(2 * np.pi)
 
 
@@ -37,22 +39,29 @@ def gaussian_weights(rng, shape, std, dtype):
     return W
 
 
-def first_layer(rng, X_sample, width, dtype):
-    """Weights and biases giving each unit zero-mean, unit-variance
-    pre-activations on `X_sample` (dense or CSR rows of the training data)."""
-    n_features = X_sample.shape[1]
-    W = gaussian_weights(rng, (n_features, width), 1.0 / np.sqrt(max(n_features, 1)), dtype)
-    Z = np.asarray(X_sample @ W, dtype=np.float64)
+def data_scaled_layer(rng, H_sample, width, std, dtype):
+    """Gaussian weights (standard deviation `std`) and biases rescaled so
+    every unit's pre-activation has zero mean and unit variance on
+    `H_sample`, a sample of this layer's inputs (dense or CSR). Returns the
+    weights, biases and those pre-activations.
+
+    The sparsity-aware `std` is right for homogeneous inputs; samples whose
+    norms differ make the shifted ReLU's output heavier-tailed layer after
+    layer, which measuring on the data corrects.
+    """
+    W = gaussian_weights(rng, (H_sample.shape[1], width), std, dtype)
+    Z = sparse_matmul(H_sample, W).astype(np.float64)
     mean = Z.mean(axis=0)
-    std = Z.std(axis=0)
-    # A unit that sees constant input (e.g. all-zero features) keeps its scale.
-    std[std < 1e-12] = 1.0
-    W /= std.astype(dtype)
-    return W, (-mean / std).astype(dtype)
+    scale = Z.std(axis=0)
+    # A unit that sees constant input (e.g. all-zero features) keeps its draw.
+    scale[scale < 1e-12] = 1.0
+    W /= scale.astype(dtype)
+    Z -= mean
+    Z /= scale
+    return W, (-mean / scale).astype(dtype), Z
 
 
-def hidden_layer(rng, fan_in, width, threshold_in, dtype):
-    """Weights whose outputs have unit variance when inputs are shifted-ReLU
-    outputs of unit-scale pre-activations with threshold `threshold_in`."""
-    std = 1.0 / np.sqrt(fan_in * shifted_relu_second_moment(threshold_in))
-    return gaussian_weights(rng, (fan_in, width), std, dtype), np.zeros(width, dtype=dtype)
+def hidden_std(fan_in, threshold_in):
+    """Weight standard deviation giving unit-variance pre-activations from
+    shifted-ReLU inputs of unit-scale pre-activations with threshold b."""
+    return 1.0 / np.sqrt(fan_in * shifted_relu_second_moment(threshold_in))

@@ -21,10 +21,12 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._threads import effective_n_threads
-from ._init import active_probability, auto_threshold, first_layer, hidden_layer
+from ._init import active_probability, auto_threshold, data_scaled_layer, hidden_std
 from ._network import DenseNetwork, Optimizer, SparseNetwork
 
 _PREDICT_CHUNK = 4096
+# Rows of the training data used to scale each layer at initialisation.
+_INIT_SAMPLE = 1024
 # Threshold adaptation: Newton steps on P(Z > b) = target, damped and capped
 # so the threshold follows slow drift rather than batch-to-batch noise.
 _ADAPT_GAIN = 0.05
@@ -196,16 +198,16 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
     def _new_network(self, X, widths, n_outputs, rng):
         dtype = np.dtype(self.dtype)
         thresholds = self._thresholds(widths)
-        sample = X[rng.choice(X.shape[0], size=min(X.shape[0], 2048), replace=False)]
-        W, c = first_layer(rng, sample, widths[0], dtype)
-        coefs, intercepts = [W], [c]
-        for fan_in, width, b_in in zip(widths[:-1], widths[1:], thresholds[:-1]):
-            W, c = hidden_layer(rng, fan_in, width, b_in, dtype)
+        H = X[np.sort(rng.choice(X.shape[0], size=min(X.shape[0], _INIT_SAMPLE), replace=False))]
+        coefs, intercepts = [], []
+        std = 1.0 / np.sqrt(max(X.shape[1], 1))
+        for width, b in zip(widths + [n_outputs], thresholds + [None]):
+            W, c, Z = data_scaled_layer(rng, H, width, std, dtype)
             coefs.append(W)
             intercepts.append(c)
-        W, c = hidden_layer(rng, widths[-1], n_outputs, thresholds[-1], dtype)
-        coefs.append(W)
-        intercepts.append(c)
+            if b is not None:
+                H = sp.csr_matrix(np.maximum(Z - b, 0), dtype=dtype)
+                std = hidden_std(width, b)
         network_class = SparseNetwork if self.engine == "sparse" else DenseNetwork
         return network_class(coefs, intercepts, thresholds, self.n_threads)
 
@@ -239,8 +241,6 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 f"{tuple(widths)}; warm_start and partial_fit continue the same network")
         if continuing:
             network, rng = self._network, self._rng
-            # A failed step must not leave this model half-trained in place.
-            self._network = None
         else:
             rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
             network = self._new_network(X, widths, Y.shape[1], rng)
@@ -255,8 +255,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                                  incremental=False)
         except DivergenceError:
             if continuing:
-                network.optimizer = None  # its moments may be non-finite
-                self._network = network
+                # The weights stayed finite; the optimizer moments may not have.
+                network.optimizer = None
             raise
         self._commit(network, rng, state)
         return self

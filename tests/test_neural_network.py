@@ -1,0 +1,358 @@
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits, make_blobs, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from subquad import SparseMLPClassifier, SparseMLPRegressor
+from subquad.neural_network import DivergenceError
+from subquad.neural_network._init import (
+    active_probability,
+    auto_threshold,
+    hidden_std,
+    shifted_relu_second_moment,
+)
+
+SMALL = dict(hidden_layer_sizes=(64,), max_iter=30, learning_rate_init=0.01)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+# Every scikit-learn estimator check runs and passes; we skip none. (scikit-learn
+# itself skips its pandas checks when pandas is absent and its array-API checks
+# unless SCIPY_ARRAY_API is set; neither is a subquad dependency.) Small, short
+# networks keep the suite fast: the checks exercise the API, not accuracy.
+@parametrize_with_checks([SparseMLPClassifier(**SMALL), SparseMLPRegressor(**SMALL)])
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=0)
+
+
+# ------------------------------------------------------------- the mathematics
+
+
+def test_threshold_schedule_and_moments_match_design():
+    # DESIGN.md §1: active fraction ~4.8% / 3.4% / 2.4% / 1.8% at 1k/4k/16k/64k.
+    for width, expected in [(1024, 0.048), (4096, 0.034), (16384, 0.024), (65536, 0.018)]:
+        assert active_probability(auto_threshold(width)) == pytest.approx(expected, abs=0.002)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(2_000_000)
+    for b in (0.0, 1.0, 1.97):
+        empirical = np.mean(np.maximum(z - b, 0) ** 2)
+        assert shifted_relu_second_moment(b) == pytest.approx(empirical, rel=0.02)
+
+
+def test_sparsity_aware_variance_gives_unit_preactivations():
+    """DESIGN.md §1: with shifted-ReLU inputs of unit-scale pre-activations,
+    weights of variance 1 / (fan_in E[(Z-b)_+^2]) give unit variance again
+    (He's scale would not)."""
+    rng = np.random.default_rng(0)
+    b, fan_in = auto_threshold(4096), 4096
+    H = np.maximum(rng.standard_normal((300, fan_in)) - b, 0)
+    Z = H @ (rng.standard_normal((fan_in, 500)) * hidden_std(fan_in, b))
+    assert np.std(Z) == pytest.approx(1.0, rel=0.05)
+    he = H @ (rng.standard_normal((fan_in, 500)) * np.sqrt(2 / fan_in))
+    assert np.std(he) < 0.2
+
+
+def test_initialisation_keeps_every_layer_at_unit_scale_on_the_data():
+    # Inputs with very different norms: the analytic scale alone lets deeper
+    # layers grow; the data-scaled initialisation keeps each at unit scale,
+    # also on samples it did not see.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 20)) * rng.uniform(0.2, 3, (2000, 1)) + 1
+    clf = SparseMLPClassifier(hidden_layer_sizes=(1024,) * 4, dtype=np.float64)
+    network = clf._new_network(clf._as_network_input(X[:1000]), [1024] * 4, 2, rng)
+    H = X[1000:]
+    for layer, (W, c, b) in enumerate(zip(network.hidden_W, network.hidden_c,
+                                           network.thresholds)):
+        Z = np.asarray(H @ W) + c
+        assert np.std(Z) == pytest.approx(1.0, rel=0.1), f"layer {layer}"
+        assert abs(np.mean(Z)) < 0.1, f"layer {layer}"
+        H = np.maximum(Z - b, 0)
+
+
+def test_sparse_step_equals_dense_step():
+    """From the same weights, one sparse training step (fused backward, lazy
+    optimizer) gives the same weights as the dense NumPy step: on the first
+    step lazy and dense Adam/SGD coincide."""
+    X, y = make_blobs(n_samples=60, centers=3, n_features=8, random_state=1)
+    for solver in ("adam", "sgd"):
+        models = {}
+        for engine in ("sparse", "dense"):
+            clf = SparseMLPClassifier(hidden_layer_sizes=(300, 200), solver=solver,
+                                      batch_size=60, random_state=3, dtype=np.float64,
+                                      engine=engine, alpha=0.01, learning_rate_init=0.05)
+            models[engine] = clf.partial_fit(X, y, classes=[0, 1, 2])
+        sparse, dense = models["sparse"], models["dense"]
+        for a, b in zip(sparse.coefs_ + sparse.intercepts_, dense.coefs_ + dense.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("Estimator", [SparseMLPClassifier, SparseMLPRegressor])
+def test_gradient_matches_finite_differences(Estimator):
+    """Plain SGD without decay moves each weight by -lr * dLoss/dW: compare
+    that step with central differences of the loss."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 5))
+    y = rng.integers(0, 3, 12) if Estimator is SparseMLPClassifier else rng.standard_normal((12, 2))
+    lr = 1e-3
+    est = Estimator(hidden_layer_sizes=(40, 30), solver="sgd", momentum=0.0, alpha=0.0,
+                    learning_rate_init=lr, batch_size=12, shuffle=False, random_state=0,
+                    dtype=np.float64, adapt_threshold=False, threshold=0.3)
+    kwargs = {"classes": [0, 1, 2]} if Estimator is SparseMLPClassifier else {}
+    est.partial_fit(X, y, **kwargs)
+    network = est._network
+    before = network.snapshot()
+    est.partial_fit(X, y)
+    after = [W.copy() for W in network.hidden_W + [network.W_out]]
+    network.restore(before)
+    Xn = est._as_network_input(X)
+    Y = est._prepare_targets(y, True)
+
+    def loss():
+        return est._loss_and_error(network.forward(Xn)[1], Y)[0]
+
+    for layer, target in enumerate(network.hidden_W + [network.W_out]):
+        grad_from_step = (target - after[layer]) / lr
+        rows, cols = np.nonzero(np.abs(grad_from_step) > 1e-6)
+        assert len(rows) > 0
+        for pick in rng.choice(len(rows), size=min(6, len(rows)), replace=False):
+            r, c = rows[pick], cols[pick]
+            eps = 1e-6
+            target[r, c] += eps
+            up = loss()
+            target[r, c] -= 2 * eps
+            down = loss()
+            target[r, c] += eps
+            assert (up - down) / (2 * eps) == pytest.approx(grad_from_step[r, c], rel=1e-4,
+                                                            abs=1e-8)
+
+
+# ------------------------------------------------------------------- accuracy
+
+
+def test_digits_accuracy_with_wide_sparse_layers():
+    X_train, X_test, y_train, y_test = digits_split()
+    clf = SparseMLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=30, batch_size=128,
+                              learning_rate_init=0.01, random_state=0).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.95
+    assert np.all(clf.active_fraction_ < 0.1)
+
+
+def test_regression_fits():
+    X, y = make_regression(n_samples=300, n_features=10, noise=0.1, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    y = (y - y.mean()) / y.std()
+    reg = SparseMLPRegressor(hidden_layer_sizes=(512,), max_iter=60, learning_rate_init=0.01,
+                             random_state=0).fit(X, y)
+    assert reg.score(X, y) > 0.9
+    Y = np.column_stack([y, -y])
+    multi = SparseMLPRegressor(hidden_layer_sizes=(512,), max_iter=60, learning_rate_init=0.01,
+                               random_state=0).fit(X, Y)
+    assert multi.predict(X).shape == (300, 2)
+    assert multi.score(X, Y) > 0.9
+
+
+def test_binary_string_labels_and_sparse_input():
+    X, y = make_blobs(n_samples=200, centers=2, n_features=30, random_state=0)
+    X = MinMaxScaler().fit_transform(X)
+    labels = np.where(y == 0, "cat", "dog")
+    X_sparse = sp.csr_matrix(X * (X > 0.5))
+    for data in (X, X_sparse):
+        clf = SparseMLPClassifier(**SMALL, random_state=0).fit(data, labels)
+        assert clf.classes_.tolist() == ["cat", "dog"]
+        assert clf.predict_proba(data).shape == (200, 2)
+        np.testing.assert_allclose(np.exp(clf.predict_log_proba(data)), clf.predict_proba(data),
+                                   rtol=1e-6)
+        assert clf.score(data, labels) > 0.9
+
+
+def test_dense_and_csr_input_train_the_same_model():
+    X, y = make_blobs(n_samples=150, centers=3, n_features=12, random_state=2)
+    X = np.abs(X) * (np.abs(X) > 2)
+    dense = SparseMLPClassifier(**SMALL, random_state=0, dtype=np.float64).fit(X, y)
+    csr = SparseMLPClassifier(**SMALL, random_state=0, dtype=np.float64).fit(sp.csr_matrix(X), y)
+    np.testing.assert_allclose(dense.predict_proba(X), csr.predict_proba(X), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept(dtype):
+    X, y = make_blobs(n_samples=80, random_state=0)
+    clf = SparseMLPClassifier(**SMALL, dtype=dtype, random_state=0).fit(X, y)
+    assert all(W.dtype == dtype for W in clf.coefs_ + clf.intercepts_)
+
+
+# --------------------------------------------------------- sparsity reporting
+
+
+def test_active_fraction_is_reported_and_controlled():
+    X_train, _, y_train, _ = digits_split()
+    kwargs = dict(hidden_layer_sizes=(1024, 1024), max_iter=8, batch_size=64,
+                  learning_rate_init=0.01, random_state=0)
+    adapted = SparseMLPClassifier(**kwargs).fit(X_train, y_train)
+    free = SparseMLPClassifier(**kwargs, adapt_threshold=False).fit(X_train, y_train)
+    target = active_probability(auto_threshold(1024))
+    assert len(adapted.active_fraction_history_) == adapted.n_iter_ == 8
+    assert adapted.active_fraction_.shape == (2,)
+    np.testing.assert_array_equal(adapted.active_fraction_, adapted.active_fraction_history_[-1])
+    # The control keeps every layer near its target; without it they drift.
+    assert np.all(np.abs(adapted.active_fraction_ - target) < 0.3 * target)
+    assert np.max(np.abs(free.active_fraction_ - target)) > np.max(
+        np.abs(adapted.active_fraction_ - target))
+    np.testing.assert_array_equal(free.thresholds_, [auto_threshold(1024)] * 2)
+
+
+def test_verbose_prints_loss_active_fraction_and_time(capsys):
+    X, y = make_blobs(n_samples=100, random_state=0)
+    SparseMLPClassifier(**{**SMALL, "max_iter": 2}, early_stopping=True, verbose=True,
+                        random_state=0).fit(X, y)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "loss =" in out[0] and "active = [" in out[0] and "validation score" in out[0]
+    assert out[0].rstrip().endswith("s")
+
+
+# ---------------------------------------------------- API: state and continuation
+
+
+def test_pickle_round_trip_gives_identical_predictions():
+    X, y = make_blobs(n_samples=100, random_state=0)
+    clf = SparseMLPClassifier(**SMALL, random_state=0).fit(X, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
+    clone.partial_fit(X, y)  # the optimizer state travels too
+    assert clone.n_iter_ == clf.n_iter_ + 1
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fixed_seed_and_threads_reproduce_the_model(n_threads):
+    X, y = make_blobs(n_samples=120, random_state=0)
+    a, b = (SparseMLPClassifier(**SMALL, random_state=7, n_threads=n_threads).fit(X, y)
+            for _ in range(2))
+    for wa, wb in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_warm_start_and_partial_fit_continue_training():
+    X, y = make_blobs(n_samples=100, random_state=0)
+    clf = SparseMLPClassifier(**{**SMALL, "max_iter": 3}, warm_start=True, random_state=0,
+                              n_iter_no_change=10).fit(X, y)
+    first = clf.coefs_[0].copy()
+    clf.fit(X, y)
+    assert clf.n_iter_ == 6 and len(clf.loss_curve_) == 6
+    assert not np.array_equal(first, clf.coefs_[0])
+    inc = SparseMLPClassifier(**SMALL, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        inc.partial_fit(X, y)
+    inc.partial_fit(X[:50], y[:50], classes=np.unique(y))
+    inc.partial_fit(X[50:], y[50:])
+    assert inc.n_iter_ == 2 and inc.t_ == 100
+    with pytest.raises(ValueError, match="not in classes_"):
+        inc.partial_fit(X[:5], np.full(5, 99))
+
+
+def test_pipeline_and_grid_search():
+    X_train, X_test, y_train, y_test = digits_split()
+    pipe = make_pipeline(StandardScaler(), SparseMLPClassifier(**SMALL, random_state=0))
+    search = GridSearchCV(pipe, {"sparsemlpclassifier__hidden_layer_sizes": [(64,), (256,)]},
+                          cv=2).fit(X_train[:400], y_train[:400])
+    assert search.best_params_["sparsemlpclassifier__hidden_layer_sizes"] in [(64,), (256,)]
+    assert search.score(X_test, y_test) > 0.8
+
+
+def test_early_stopping_keeps_the_best_validation_model():
+    X_train, _, y_train, _ = digits_split()
+    clf = SparseMLPClassifier(**{**SMALL, "max_iter": 40}, early_stopping=True,
+                              n_iter_no_change=3, random_state=0).fit(X_train, y_train)
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(hidden_layer_sizes=()), "hidden_layer_sizes"),
+        (dict(hidden_layer_sizes=(10, 0)), "hidden_layer_sizes"),
+        (dict(hidden_layer_sizes="wide"), "hidden_layer_sizes"),
+        (dict(threshold="high"), "threshold"),
+        (dict(target_active_fraction=1.5), "target_active_fraction"),
+        (dict(solver="lbfgs"), "solver must be 'sgd' or 'adam'"),
+        (dict(alpha=-1.0), "alpha must be >= 0"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(learning_rate_init=0.0), "learning_rate_init must be > 0"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(momentum=2.0), "momentum must be <= 1"),
+        (dict(validation_fraction=1.0), "validation_fraction must be < 1"),
+        (dict(beta_2=1.0), "beta_2 must be < 1"),
+        (dict(epsilon=0.0), "epsilon must be > 0"),
+        (dict(n_iter_no_change=0), "n_iter_no_change"),
+        (dict(shuffle="yes"), "shuffle must be a bool"),
+        (dict(dtype=np.int32), "dtype must be numpy.float32 or numpy.float64"),
+        (dict(engine="gpu"), "engine must be 'sparse' or 'dense'"),
+        (dict(n_threads=0), "n_threads"),
+    ],
+)
+def test_bad_parameters_raise_at_fit(params, match):
+    X, y = make_blobs(n_samples=20, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        SparseMLPClassifier(**{**SMALL, **params}).fit(X, y)
+
+
+def test_bad_data_raises_clear_errors():
+    X, y = make_blobs(n_samples=20, random_state=0)
+    clf = SparseMLPClassifier(**SMALL)
+    with pytest.raises(ValueError, match="NaN"):
+        clf.fit(np.where(X > 5, np.nan, X), y)
+    with pytest.raises(ValueError, match="infinity|inf"):
+        clf.fit(np.where(X > 5, np.inf, X), y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(X, np.zeros(20))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="NaN"):
+        SparseMLPRegressor(**SMALL).fit(X, np.where(y > 0, np.nan, 1.0))
+    clf.fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:, :1])
+
+
+def test_divergence_stops_and_keeps_previous_model():
+    X, y = make_regression(n_samples=50, n_features=5, random_state=0)
+    reg = SparseMLPRegressor(**SMALL, random_state=0).fit(X, y)
+    before = reg.predict(X)
+    bad = SparseMLPRegressor(**{**SMALL, "learning_rate_init": 1e6}, solver="sgd",
+                             random_state=0)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        bad.fit(X * 1e18, y * 1e18)
+    assert not hasattr(bad, "coefs_")
+    reg.set_params(solver="sgd", learning_rate_init=1e6, momentum=0.0)
+    with pytest.raises(DivergenceError):
+        reg.fit(X * 1e18, y * 1e18)  # a new fit: the fitted model is kept as it was
+    np.testing.assert_array_equal(reg.predict(X), before)
+    reg.set_params(warm_start=True)
+    with pytest.raises(DivergenceError):
+        reg.fit(X * 1e18, y * 1e18)
+    assert all(np.all(np.isfinite(W)) for W in reg.coefs_ + reg.intercepts_)
