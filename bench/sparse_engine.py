@@ -35,7 +35,7 @@ def sparse_rows(rng, n, m, density, dtype=np.float32):
     shifted-ReLU activations (positive values)."""
     k = max(1, round(density * m))
     cols = np.sort(np.argsort(rng.random((n, m)), axis=1)[:, :k], axis=1)
-    data = rng.random(n * k).astype(dtype) + 0.1
+    data = (rng.random(n * k) + 0.1).astype(dtype)
     return sp.csr_matrix((data, cols.ravel(), np.arange(0, n * k + 1, k)), shape=(n, m))
 
 

@@ -26,7 +26,15 @@ import numpy as np
 
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
-from ._vector cimport axpy_noalias
+from ._vector cimport axpy_noalias, subquad_prefetch
+
+cdef extern from *:
+    """
+    #ifndef PREFETCH_AHEAD
+    #define PREFETCH_AHEAD 0
+    #endif
+    """
+    int PREFETCH_AHEAD
 
 
 cdef struct Staging:
@@ -120,6 +128,8 @@ cdef void _sparse_tile(
     for i in range(nr):
         memset(Z + i * ldz, 0, tw * sizeof(floating))
     for q in range(n_w_rows):
+        if PREFETCH_AHEAD > 0 and q + PREFETCH_AHEAD < n_w_rows:
+            subquad_prefetch(W + w_rows[q + PREFETCH_AHEAD] * ldw + c0, tw * sizeof(floating))
         w = W + w_rows[q] * ldw + c0
         for p in range(w_rows_ptr[q], w_rows_ptr[q + 1]):
             axpy_noalias(tw, value[p], w, Z + sample[p] * ldz)

@@ -13,7 +13,14 @@ cdef extern from *:
                                       double *restrict y) {
         for (long i = 0; i < n; ++i) y[i] += a * x[i];
     }
+    /* Ask for a byte range ahead of use: the hardware prefetcher does not
+       follow the jump from one row segment of W to the next. */
+    static inline void subquad_prefetch(const void *p, long n_bytes) {
+        const char *c = (const char *) p;
+        for (long i = 0; i < n_bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
+    }
     """
+    void subquad_prefetch(const void* p, long n_bytes) noexcept nogil
     void subquad_axpy_f(long n, float a, const float* x, float* y) noexcept nogil
     void subquad_axpy_d(long n, double a, const double* x, double* y) noexcept nogil
 

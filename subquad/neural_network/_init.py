@@ -8,9 +8,10 @@ scale would make the signal vanish behind the threshold after one layer.
 """
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import ndtr
 
-from ..linalg import sparse_matmul
+from ..linalg import sparse_matmul, threshold_matmul
 
 _SQRT_2PI = np.sqrt(2 * np.pi)
 
@@ -39,26 +40,38 @@ def gaussian_weights(rng, shape, std, dtype):
     return W
 
 
-def data_scaled_layer(rng, H_sample, width, std, dtype):
+def data_scaled_layer(rng, H_sample, width, std, dtype, threshold=None, chunk=128):
     """Gaussian weights (standard deviation `std`) and biases rescaled so
     every unit's pre-activation has zero mean and unit variance on
-    `H_sample`, a sample of this layer's inputs (dense or CSR). Returns the
-    weights, biases and those pre-activations.
+    `H_sample`, a sample of this layer's inputs (dense or CSR).
 
     The sparsity-aware `std` is right for homogeneous inputs; samples whose
     norms differ make the shifted ReLU's output heavier-tailed layer after
-    layer, which measuring on the data corrects.
+    layer, which measuring on the data corrects. Products are taken `chunk`
+    rows at a time, so no dense (sample x width) array is formed. With a
+    `threshold`, also returns the layer's shifted-ReLU outputs on the sample
+    as CSR (the next layer's `H_sample`).
     """
     W = gaussian_weights(rng, (H_sample.shape[1], width), std, dtype)
-    Z = sparse_matmul(H_sample, W).astype(np.float64)
-    mean = Z.mean(axis=0)
-    scale = Z.std(axis=0)
+    n = H_sample.shape[0]
+    total = np.zeros(width)
+    total_sq = np.zeros(width)
+    for begin in range(0, n, chunk):
+        Z = sparse_matmul(H_sample[begin:begin + chunk], W).astype(np.float64)
+        total += Z.sum(axis=0)
+        total_sq += np.einsum("ij,ij->j", Z, Z)
+    mean = total / n
+    scale = np.sqrt(np.maximum(total_sq / n - mean * mean, 0))
     # A unit that sees constant input (e.g. all-zero features) keeps its draw.
-    scale[scale < 1e-12] = 1.0
+    scale[scale < 1e-6] = 1.0
     W /= scale.astype(dtype)
-    Z -= mean
-    Z /= scale
-    return W, (-mean / scale).astype(dtype), Z
+    c = (-mean / scale).astype(dtype)
+    if threshold is None:
+        return W, c, None
+    shift = c - dtype(threshold)
+    outputs = [threshold_matmul(H_sample[begin:begin + chunk], W, 0.0, bias=shift)
+               for begin in range(0, n, chunk)]
+    return W, c, sp.vstack(outputs, format="csr")
 
 
 def hidden_std(fan_in, threshold_in):

@@ -19,7 +19,7 @@ weight); stored weights are the true ones divided by ``s``.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport isfinite, sqrt
+from libc.math cimport isfinite, sqrt, sqrtf
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
@@ -113,7 +113,10 @@ def backward_update(
                 if optimizer == ADAM:
                     s1 = <floating> beta_1 * state1[j, c] + <floating> (1 - beta_1) * g
                     s2 = <floating> beta_2 * state2[j, c] + <floating> (1 - beta_2) * g * g
-                    update = -<floating> learning_rate * s1 / (sqrt(s2) + <floating> epsilon)
+                    if floating is float:
+                        update = -<floating> learning_rate * s1 / (sqrtf(s2) + <floating> epsilon)
+                    else:
+                        update = -<floating> learning_rate * s1 / (sqrt(s2) + <floating> epsilon)
                 else:
                     s1 = <floating> momentum * state1[j, c] - <floating> learning_rate * g
                     s2 = 0

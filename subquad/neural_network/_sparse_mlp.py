@@ -10,7 +10,6 @@ from abc import ABCMeta, abstractmethod
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_softmax, softmax
-from scipy.stats import norm
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -202,11 +201,10 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         coefs, intercepts = [], []
         std = 1.0 / np.sqrt(max(X.shape[1], 1))
         for width, b in zip(widths + [n_outputs], thresholds + [None]):
-            W, c, Z = data_scaled_layer(rng, H, width, std, dtype)
+            W, c, H = data_scaled_layer(rng, H, width, std, dtype.type, threshold=b)
             coefs.append(W)
             intercepts.append(c)
             if b is not None:
-                H = sp.csr_matrix(np.maximum(Z - b, 0), dtype=dtype)
                 std = hidden_std(width, b)
         network_class = SparseNetwork if self.engine == "sparse" else DenseNetwork
         return network_class(coefs, intercepts, thresholds, self.n_threads)
@@ -399,7 +397,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.adapt_threshold:
             for layer, (fraction, target) in enumerate(zip(active, state["targets"])):
                 b = network.thresholds[layer]
-                step = _ADAPT_GAIN * (fraction - target) / max(norm.pdf(b), 1e-3)
+                density = np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
+                step = _ADAPT_GAIN * (fraction - target) / max(density, 1e-3)
                 network.thresholds[layer] = b + float(np.clip(step, -_ADAPT_MAX_STEP,
                                                               _ADAPT_MAX_STEP))
         return loss, active
