@@ -23,9 +23,20 @@ from libc.math cimport isfinite, sqrt, sqrtf
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+cdef extern from *:
+    """
+    #define subquad_prefetch_write(p) __builtin_prefetch((p), 1, 3)
+    #define subquad_prefetch_read(p) __builtin_prefetch((p), 0, 3)
+    """
+    void subquad_prefetch_write(const void* p) noexcept nogil
+    void subquad_prefetch_read(const void* p) noexcept nogil
+
 cdef enum:
     SGD = 0
     ADAM = 1
+    # Entries ahead to prefetch: the accesses within a row of W are random
+    # and independent, so they are latency-bound unless requested early.
+    PREFETCH_DISTANCE = 16
 
 # Codes for the `optimizer` argument of backward_update.
 OPTIMIZER_SGD = SGD
@@ -66,7 +77,7 @@ def backward_update(
     whose update would have been non-finite (those are left unchanged).
     """
     cdef int64_t m_in = W.shape[0], m_out = W.shape[1]
-    cdef int64_t j, e, q, c, t, n_touched, k
+    cdef int64_t j, e, q, c, t, n_touched, k, ahead
     cdef int32_t i
     cdef floating h, d, dot, g, w_new, s1, s2, update
     cdef floating inv_scale = <floating> (1.0 / scale)
@@ -96,6 +107,8 @@ def backward_update(
                 h = col_value[e]
                 dot = 0
                 for q in range(delta_indptr[i], delta_indptr[i + 1]):
+                    if q + PREFETCH_DISTANCE < delta_indptr[i + 1]:
+                        subquad_prefetch_read(&W[j, delta_indices[q + PREFETCH_DISTANCE]])
                     c = delta_indices[q]
                     d = delta_data[q]
                     dot = dot + W[j, c] * d
@@ -108,6 +121,12 @@ def backward_update(
                 if want_delta_in:
                     delta_in[col_position[e]] = <floating> scale * dot
             for t in range(n_touched):
+                if t + PREFETCH_DISTANCE < n_touched:
+                    ahead = touched[t + PREFETCH_DISTANCE]
+                    subquad_prefetch_write(&W[j, ahead])
+                    subquad_prefetch_write(&state1[j, ahead])
+                    if optimizer == ADAM:
+                        subquad_prefetch_write(&state2[j, ahead])
                 c = touched[t]
                 g = grad[c]
                 if optimizer == ADAM:
