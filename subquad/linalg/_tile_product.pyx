@@ -28,13 +28,10 @@ from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
 from ._vector cimport axpy_noalias, subquad_prefetch
 
-cdef extern from *:
-    """
-    #ifndef PREFETCH_AHEAD
-    #define PREFETCH_AHEAD 0
-    #endif
-    """
-    int PREFETCH_AHEAD
+cdef enum:
+    # Rows of W requested ahead of the scatter: each row segment starts a
+    # new stream, which the hardware prefetcher only picks up after misses.
+    PREFETCH_ROWS_AHEAD = 2
 
 
 cdef struct Staging:
@@ -128,8 +125,8 @@ cdef void _sparse_tile(
     for i in range(nr):
         memset(Z + i * ldz, 0, tw * sizeof(floating))
     for q in range(n_w_rows):
-        if PREFETCH_AHEAD > 0 and q + PREFETCH_AHEAD < n_w_rows:
-            subquad_prefetch(W + w_rows[q + PREFETCH_AHEAD] * ldw + c0, tw * sizeof(floating))
+        if q + PREFETCH_ROWS_AHEAD < n_w_rows:
+            subquad_prefetch(W + w_rows[q + PREFETCH_ROWS_AHEAD] * ldw + c0, tw * sizeof(floating))
         w = W + w_rows[q] * ldw + c0
         for p in range(w_rows_ptr[q], w_rows_ptr[q + 1]):
             axpy_noalias(tw, value[p], w, Z + sample[p] * ldz)

@@ -13,8 +13,7 @@ cdef extern from *:
                                       double *restrict y) {
         for (long i = 0; i < n; ++i) y[i] += a * x[i];
     }
-    /* Ask for a byte range ahead of use: the hardware prefetcher does not
-       follow the jump from one row segment of W to the next. */
+    /* Request a byte range ahead of use (64-byte lines, into L1). */
     static inline void subquad_prefetch(const void *p, long n_bytes) {
         const char *c = (const char *) p;
         for (long i = 0; i < n_bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
