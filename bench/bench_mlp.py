@@ -16,8 +16,8 @@ from subquad import SparseMLPClassifier, effective_n_threads
 def test_training_step(record, engine, width, batch_size):
     X_train, _, y_train, _ = digits()
     clf = SparseMLPClassifier(hidden_layer_sizes=(width, width), engine=engine, max_iter=1,
-                              batch_size=batch_size, random_state=0)
-    clf.partial_fit(X_train[:batch_size], y_train[:batch_size], classes=np.arange(10))
+                              random_state=0)
+    clf.partial_fit(X_train[:256], y_train[:256], classes=np.arange(10))
     network = clf._network
     state = clf._training_state(network, continuing=True)
     X = clf._as_network_input(X_train[:batch_size])
