@@ -47,7 +47,8 @@ def main(argv=None):
     elapsed = time.perf_counter() - start
     peak = max(rss_bytes("VmHWM"), peak_before)
     weights = sum(a.nbytes for a in clf.coefs_ + clf.intercepts_)
-    state = sum(a.nbytes for s in clf._network.states for a in s)
+    state = sum(s.nbytes if isinstance(s, np.ndarray) else sum(a.nbytes for a in s)
+                for s in clf._network.states)
     extra = peak - baseline - weights - state
     dense_buffer = args.batch_size * args.width * 4
     gib = 2.0**30

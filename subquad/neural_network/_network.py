@@ -113,9 +113,13 @@ class _Network:
         if self.optimizer is not None and self.optimizer.kind == optimizer.kind:
             optimizer.t = self.optimizer.t
         else:
-            params = self.hidden_W + self.hidden_c + [self.W_out, self.c_out]
-            self.states = [optimizer.new_state(p.shape, self.dtype) for p in params]
+            self.states = self._new_states(optimizer)
         self.optimizer = optimizer
+
+    def _new_states(self, optimizer):
+        """Optimizer state of every parameter: hidden W, hidden c, W_out, c_out."""
+        params = self.hidden_W + self.hidden_c + [self.W_out, self.c_out]
+        return [optimizer.new_state(p.shape, self.dtype) for p in params]
 
     def decay(self, factor):
         """Multiply every weight (not biases) by `factor` (decoupled decay)."""
@@ -176,6 +180,13 @@ class SparseNetwork(_Network):
     """Every product sparse: forward by fused thresholded products, backward
     and update by `backward_update` on the k_in x k_out blocks."""
 
+    def _new_states(self, optimizer):
+        # Hidden weights keep their optimizer state interleaved, (m_in,
+        # m_out, n_state): a sparse update then touches one line for it.
+        n_state = 2 if optimizer.kind == ADAM else 1
+        states = [np.zeros(W.shape + (n_state,), dtype=self.dtype) for W in self.hidden_W]
+        return states + super()._new_states(optimizer)[len(self.hidden_W):]
+
     def forward(self, X):
         """Activations (input, then CSR per hidden layer) and dense outputs."""
         activations = [X]
@@ -223,7 +234,7 @@ class SparseNetwork(_Network):
                 np.ascontiguousarray(delta.data, dtype=self.dtype),
                 np.ascontiguousarray(delta.indices, dtype=np.int32),
                 np.ascontiguousarray(delta.indptr, dtype=np.int64),
-                self.hidden_W[layer], state[0], state[-1], delta_in, want_delta_in,
+                self.hidden_W[layer], state, delta_in, want_delta_in,
                 opt.kind, self.scales[layer], opt.step_size, opt.momentum, opt.nesterov,
                 opt.beta_1, opt.beta_2, opt.epsilon,
                 threads_for_work(self.n_threads, H_in.nnz * delta.nnz / max(delta.shape[0], 1)))

@@ -54,8 +54,7 @@ def backward_update(
     const int32_t[::1] delta_indices,
     const int64_t[::1] delta_indptr,
     floating[:, ::1] W,
-    floating[:, ::1] state1,
-    floating[:, ::1] state2,
+    floating[:, :, ::1] state,
     floating[::1] delta_in,
     bint want_delta_in,
     int optimizer,
@@ -70,8 +69,9 @@ def backward_update(
 ):
     """Fused backward + sparse optimizer step for one hidden layer.
 
-    `state1`/`state2`: velocity (SGD; state2 unused) or first/second
-    moments (Adam). For Adam `learning_rate` already holds the bias
+    `state` has shape (m_in, m_out, 1) holding the velocity (SGD) or
+    (m_in, m_out, 2) holding Adam's first and second moments side by side,
+    so one cache line serves both. For Adam `learning_rate` already holds the bias
     correction. With `want_delta_in`, ``delta_in[col_position[e]]`` receives
     the input delta of transposed entry e. Returns the number of weights
     whose update would have been non-finite (those are left unchanged).
@@ -124,20 +124,18 @@ def backward_update(
                 if t + PREFETCH_DISTANCE < n_touched:
                     ahead = touched[t + PREFETCH_DISTANCE]
                     subquad_prefetch_write(&W[j, ahead])
-                    subquad_prefetch_write(&state1[j, ahead])
-                    if optimizer == ADAM:
-                        subquad_prefetch_write(&state2[j, ahead])
+                    subquad_prefetch_write(&state[j, ahead, 0])
                 c = touched[t]
                 g = grad[c]
                 if optimizer == ADAM:
-                    s1 = <floating> beta_1 * state1[j, c] + <floating> (1 - beta_1) * g
-                    s2 = <floating> beta_2 * state2[j, c] + <floating> (1 - beta_2) * g * g
+                    s1 = <floating> beta_1 * state[j, c, 0] + <floating> (1 - beta_1) * g
+                    s2 = <floating> beta_2 * state[j, c, 1] + <floating> (1 - beta_2) * g * g
                     if floating is float:
                         update = -<floating> learning_rate * s1 / (sqrtf(s2) + <floating> epsilon)
                     else:
                         update = -<floating> learning_rate * s1 / (sqrt(s2) + <floating> epsilon)
                 else:
-                    s1 = <floating> momentum * state1[j, c] - <floating> learning_rate * g
+                    s1 = <floating> momentum * state[j, c, 0] - <floating> learning_rate * g
                     s2 = 0
                     if nesterov:
                         update = <floating> momentum * s1 - <floating> learning_rate * g
@@ -146,9 +144,9 @@ def backward_update(
                 w_new = W[j, c] + update * inv_scale
                 if isfinite(w_new) and isfinite(s1) and isfinite(s2):
                     W[j, c] = w_new
-                    state1[j, c] = s1
+                    state[j, c, 0] = s1
                     if optimizer == ADAM:
-                        state2[j, c] = s2
+                        state[j, c, 1] = s2
                 else:
                     n_bad += 1
         free(grad)
