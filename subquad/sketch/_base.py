@@ -57,6 +57,16 @@ def rows(X, chunk):
     return X[chunk]
 
 
+# Tiles of the dense sparse embedding: a feature tile of every table column
+# (index + value) should stay in L2 while a row tile streams over it.
+_TILE_ROWS = 32
+_TILE_TABLE_BYTES = 256 << 10
+
+
+def _embed_tiles(nnz, itemsize):
+    return _TILE_ROWS, max(256, _TILE_TABLE_BYTES // (nnz * (4 + itemsize)))
+
+
 class SparseTable:
     """Column-wise description of a sparse sketch matrix: input coordinate j
     adds ``values[j, t] * x_j`` to output ``indices[j, t]``."""
@@ -64,6 +74,7 @@ class SparseTable:
     def __init__(self, indices, values):
         self.indices = np.ascontiguousarray(indices, dtype=np.int32)
         self._values = {np.dtype(np.float64): np.ascontiguousarray(values, np.float64)}
+        self._transposed = {}
 
     def values(self, dtype):
         dtype = np.dtype(dtype)
@@ -71,15 +82,25 @@ class SparseTable:
             self._values[dtype] = self._values[np.dtype(np.float64)].astype(dtype)
         return self._values[dtype]
 
+    def transposed(self, dtype):
+        """Tables in the (column, feature) layout of the dense kernel."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._transposed:
+            self._transposed[dtype] = (np.ascontiguousarray(self.indices.T),
+                                       np.ascontiguousarray(self.values(dtype).T))
+        return self._transposed[dtype]
+
     def apply(self, X, row_scale, bias, out, n_threads):
         """``out = S x̃`` for every row; `out` is overwritten."""
-        values = self.values(out.dtype)
         if sp.issparse(X):
             _kernels.sparse_embed_csr(X.data, X.indices, X.indptr, X.shape[1], row_scale,
-                                      bias, self.indices, values, out, n_threads)
+                                      bias, self.indices, self.values(out.dtype), out,
+                                      n_threads)
         else:
-            _kernels.sparse_embed_dense(X, row_scale, bias, self.indices, values, out,
-                                        n_threads)
+            indices_t, values_t = self.transposed(out.dtype)
+            row_tile, feature_tile = _embed_tiles(indices_t.shape[0], out.itemsize)
+            _kernels.sparse_embed_dense(X, row_scale, bias, indices_t, values_t, out,
+                                        row_tile, feature_tile, n_threads)
 
 
 def osnap_table(n_features, n_components, density, rng, n_copies=1):

@@ -63,30 +63,54 @@ def fwht(floating[:, ::1] A, int n_threads):
 
 
 def sparse_embed_dense(const floating[:, :] X, const floating[::1] row_scale,
-                       floating bias, const int[:, ::1] idx,
-                       const floating[:, ::1] val, floating[:, :] out,
-                       int n_threads):
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nnz = idx.shape[1]
-    cdef Py_ssize_t width = out.shape[1], i, j, t
-    cdef floating xj, s
+                       floating bias, const int[:, ::1] idx_t,
+                       const floating[:, ::1] val_t, floating[:, :] out,
+                       Py_ssize_t row_tile, Py_ssize_t feature_tile, int n_threads):
+    """Dense rows, with the tables transposed (``idx_t[t, j] = idx[j, t]``).
+
+    Loop order: tiles of `row_tile` rows and `feature_tile` features, then
+    one table column ``t`` at a time. A stacked sketch (the ``q`` leaves of
+    a tree) then scatters into one leaf's part of the output at a time,
+    which stays in L1, and each slice of the tables is read once per row
+    tile instead of once per row; row by row, the tables (``q`` times the
+    size of a row) would dominate memory traffic.
+    """
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], nnz = idx_t.shape[0]
+    cdef Py_ssize_t width = out.shape[1], n_tiles, tile, i, i0, i1, j, j0, j1, t
+    cdef floating s
     cdef const floating* x
+    cdef const int* ix
+    cdef const floating* vx
     cdef floating* o
     _check_rows(X, "X")
     _check_rows(out, "out")
+    if row_tile < 1 or feature_tile < 1:
+        raise ValueError("tile sizes must be positive")
+    n_tiles = (n + row_tile - 1) // row_tile
     with nogil:
-        for i in prange(n, num_threads=n_threads, schedule="static"):
-            x = &X[i, 0]
-            o = &out[i, 0]
-            memset(o, 0, width * sizeof(floating))
-            s = row_scale[i]
-            for j in range(d):
-                xj = x[j] * s
-                if xj != 0:
-                    for t in range(nnz):
-                        o[idx[j, t]] += val[j, t] * xj
-            if bias != 0:
+        for tile in prange(n_tiles, num_threads=n_threads, schedule="static"):
+            i0 = tile * row_tile
+            i1 = min(n, i0 + row_tile)
+            for i in range(i0, i1):
+                memset(&out[i, 0], 0, width * sizeof(floating))
+            j0 = 0
+            while j0 < d:
+                j1 = min(d, j0 + feature_tile)
                 for t in range(nnz):
-                    o[idx[d, t]] += val[d, t] * bias
+                    ix = &idx_t[t, 0]
+                    vx = &val_t[t, 0]
+                    for i in range(i0, i1):
+                        x = &X[i, 0]
+                        o = &out[i, 0]
+                        s = row_scale[i]
+                        for j in range(j0, j1):
+                            o[ix[j]] += vx[j] * (x[j] * s)
+                j0 = j1
+            if bias != 0:
+                for i in range(i0, i1):
+                    o = &out[i, 0]
+                    for t in range(nnz):
+                        o[idx_t[t, d]] += val_t[t, d] * bias
 
 
 def sparse_embed_csr(const floating[::1] data, const index_t[::1] indices,
