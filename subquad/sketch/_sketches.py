@@ -38,7 +38,8 @@ class _Sketch:
         ndarray of shape (n_samples, n_components)
         """
         X = check_input(X, self.n_features)
-        return self._transform(X, unit_scale(X.shape[0], X.dtype), 0.0)
+        return self._transform(X, unit_scale(X.shape[0], X.dtype), 0.0,
+                               effective_n_threads(self.n_threads))
 
     def _out(self, n_rows, dtype):
         return np.empty((n_rows, self.n_components), dtype=dtype)
@@ -87,9 +88,9 @@ class OSNAP(_Sketch):
         self._table = osnap_table(self.n_features, self.n_components, density,
                                   check_random_state(random_state))
 
-    def _transform(self, X, row_scale, bias):
+    def _transform(self, X, row_scale, bias, n_threads):
         out = self._out(X.shape[0], X.dtype)
-        self._table.apply(X, row_scale, bias, out, effective_n_threads(self.n_threads))
+        self._table.apply(X, row_scale, bias, out, n_threads)
         return out
 
 
@@ -145,10 +146,10 @@ class SRHT(_Sketch):
         self._factor = SRHTFactor(
             self.n_features, lambda size: rng.choice(size, m, replace=m > size), rng)
 
-    def _transform(self, X, row_scale, bias):
+    def _transform(self, X, row_scale, bias, n_threads):
         out = self._out(X.shape[0], X.dtype)
         self._factor.apply(X, row_scale, bias, 1.0 / np.sqrt(self.n_components), out,
-                           False, effective_n_threads(self.n_threads))
+                           False, n_threads)
         return out
 
 
@@ -189,10 +190,11 @@ class _TensorSketchBase(_Sketch):
                              f"{self.n_features}; use transform_pair")
         X = check_input(X, self._dims[0])
         scale = unit_scale(X.shape[0], X.dtype)
-        return self._transform_factors([X] * self.degree, scale, 0.0)
+        return self._transform_factors([X] * self.degree, scale, 0.0,
+                                       effective_n_threads(self.n_threads))
 
-    def _transform(self, X, row_scale, bias):
-        return self._transform_factors([X] * self.degree, row_scale, bias)
+    def _transform(self, X, row_scale, bias, n_threads):
+        return self._transform_factors([X] * self.degree, row_scale, bias, n_threads)
 
     def transform_pair(self, X, Y):
         """Sketch ``x_i ⊗ y_i`` for each row pair without forming it.
@@ -218,7 +220,8 @@ class _TensorSketchBase(_Sketch):
                              f"{X.shape[0]} and {Y.shape[0]}")
         dtype = np.result_type(X.dtype, Y.dtype)
         X, Y = X.astype(dtype, copy=False), Y.astype(dtype, copy=False)
-        return self._transform_factors([X, Y], unit_scale(X.shape[0], dtype), 0.0)
+        return self._transform_factors([X, Y], unit_scale(X.shape[0], dtype), 0.0,
+                                       effective_n_threads(self.n_threads))
 
 
 class TensorSketch(_TensorSketchBase):
@@ -259,8 +262,7 @@ class TensorSketch(_TensorSketchBase):
         else:
             self._tables = [osnap_table(d, m, 1, rng) for d in self._dims]
 
-    def _transform_factors(self, factors, row_scale, bias):
-        n_threads = effective_n_threads(self.n_threads)
+    def _transform_factors(self, factors, row_scale, bias, n_threads):
         n, m, q = factors[0].shape[0], self.n_components, self.degree
         out = self._out(n, factors[0].dtype)
         shared = all(f is factors[0] for f in factors)
@@ -312,8 +314,7 @@ class TensorSRHT(_TensorSketchBase):
         self._factors = [SRHTFactor(d, lambda size: rng.randint(0, size, size=m), rng)
                          for d in self._dims]
 
-    def _transform_factors(self, factors, row_scale, bias):
-        n_threads = effective_n_threads(self.n_threads)
+    def _transform_factors(self, factors, row_scale, bias, n_threads):
         out = self._out(factors[0].shape[0], factors[0].dtype)
         scale = 1.0 / np.sqrt(self.n_components)
         for k, (factor, X) in enumerate(zip(self._factors, factors)):
