@@ -233,8 +233,8 @@ def _lump_tail(coefs, at_one, at_minus_one):
 class _DotProductSketch(_SketchTransformer):
     """Sketch of ``k(x, y) = (‖x‖ ‖y‖)^p Σ_j c_j t^j`` with ``t`` the cosine.
 
-    The constant term is one exact feature. With degree sampling the other
-    ``N = n_components − 1`` features are split among degrees by a
+    The constant term is one exact feature (when ``n_components >= 2``).
+    With degree sampling the other ``N = n_components − 1`` features are split among degrees by a
     multinomial draw with probabilities ``c_j / A`` (``A = Σ_{j>=1} c_j``);
     degree ``j`` drawn ``N_j`` times is a tree sketch of ``x̂^{⊗j}`` with
     ``N_j`` outputs, weighted by ``sqrt(A N_j / N)``, which makes the
@@ -260,7 +260,7 @@ class _DotProductSketch(_SketchTransformer):
         self
         """
         X = self._validate(X, reset=True)
-        n_components = _check_int(self.n_components, "n_components", 2)
+        n_components = _check_int(self.n_components, "n_components", 1)
         _check_int(self.max_degree, "max_degree", 1)
         if not isinstance(self.degree_sampling, (bool, np.bool_)):
             raise TypeError(f"degree_sampling must be a bool, got {self.degree_sampling!r}")
@@ -268,28 +268,32 @@ class _DotProductSketch(_SketchTransformer):
         rng = check_random_state(self.random_state)
         coefs = self._coefficients()
         self.coefficients_ = coefs
-        rest = coefs[1:]
-        n_free = n_components - 1
-        degrees = np.flatnonzero(rest > 0) + 1
+        # The constant term is one exact feature unless there is only one.
+        low = 1 if n_components >= 2 or not self.degree_sampling else 0
+        n_free = n_components - low
+        degrees = np.flatnonzero(coefs[low:] > 0) + low
+        counts = np.zeros(coefs.size, dtype=np.int64)
+        weights = np.zeros(coefs.size)
+        counts[0], weights[0] = low, np.sqrt(coefs[0])
         if self.degree_sampling:
-            total = rest.sum()
-            counts = rng.multinomial(n_free, rest / total)
-            weights = np.sqrt(total * counts / n_free)
+            total = coefs[low:].sum()
+            counts[low:] = rng.multinomial(n_free, coefs[low:] / total)
+            weights[low:] = np.sqrt(total * counts[low:] / n_free)
         else:
             if n_free < degrees.size:
                 raise ValueError(
                     f"n_components must be at least {degrees.size + 1} to sketch every "
                     f"degree up to max_degree={self.max_degree}, got {n_components}")
-            counts = np.zeros(rest.size, dtype=np.int64)
-            counts[degrees - 1] = n_free // degrees.size
-            counts[degrees[: n_free % degrees.size] - 1] += 1
-            weights = np.sqrt(rest)
-        self.degree_counts_ = np.concatenate([[1], counts])
-        outputs = {int(j): int(counts[j - 1]) for j in degrees if counts[j - 1] > 0}
-        self._weights = {j: float(weights[j - 1]) for j in outputs}
-        shared = shared_leaf_dim(n_components)
-        self.sketch_ = TensorTree(X.shape[1], n_components, outputs, rng, LEAF_DENSITY,
-                                  shared)
+            counts[degrees] = n_free // degrees.size
+            counts[degrees[: n_free % degrees.size]] += 1
+            weights[1:] = np.sqrt(coefs[1:])
+        self.degree_counts_ = counts
+        self._weights = weights
+        outputs = {int(j): int(counts[j]) for j in range(1, coefs.size) if counts[j] > 0}
+        self.sketch_ = None
+        if outputs:
+            self.sketch_ = TensorTree(X.shape[1], n_components, outputs, rng, LEAF_DENSITY,
+                                      shared_leaf_dim(n_components))
         return self
 
     def transform(self, X):
@@ -309,14 +313,17 @@ class _DotProductSketch(_SketchTransformer):
         norms = np.sqrt(row_norms(X, squared=True).astype(np.float64))
         inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         out = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
-        out[:, 0] = np.sqrt(self.coefficients_[0])
-        blocks, start = {}, 1
-        for degree, count in enumerate(self.degree_counts_[1:], start=1):
-            if count:
-                blocks[degree] = out[:, start:start + count]
-                start += count
-        self.sketch_.transform(X, inverse.astype(X.dtype), 0.0, blocks,
-                               effective_n_threads(self.n_threads))
+        counts = self.degree_counts_
+        # x̂^{⊗0} = 1 sketched to counts[0] coordinates of 1/sqrt(counts[0]).
+        out[:, :counts[0]] = self._weights[0] / np.sqrt(max(1, counts[0]))
+        blocks, start = {}, counts[0]
+        for degree in range(1, counts.size):
+            if counts[degree]:
+                blocks[degree] = out[:, start:start + counts[degree]]
+                start += counts[degree]
+        if blocks:
+            self.sketch_.transform(X, inverse.astype(X.dtype), 0.0, blocks,
+                                   effective_n_threads(self.n_threads))
         for degree, block in blocks.items():
             block *= self._weights[degree]
         if self._norm_power:
@@ -339,7 +346,8 @@ class ArcCosineSketch(_DotProductSketch):
     order : {0, 1}, default=0
         0: step units, ``κ0(t) = 1 − arccos(t)/π``. 1: ReLU units.
     n_components : int, default=100
-        Number of features (at least 2: one carries the constant term).
+        Number of features; with two or more, one carries the constant term
+        exactly.
     max_degree : int, default=16
         Truncation degree of the series.
     degree_sampling : bool, default=True
@@ -395,7 +403,8 @@ class NTKSketch(_DotProductSketch):
     n_layers : int, default=1
         Number of hidden layers ``L >= 0``.
     n_components : int, default=100
-        Number of features (at least 2).
+        Number of features; with two or more, one carries the constant term
+        exactly.
     max_degree : int, default=16
         Truncation degree of the series.
     degree_sampling : bool, default=True

@@ -172,9 +172,10 @@ def test_error_shrinks_with_n_components():
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_one_and_two_threads_agree(sparse):
     rng = np.random.default_rng(0)
-    X = data(rng, 300, 70, np.float64, sparse)
-    for name, one in sketches(70, 64, 0).items():
-        two = sketches(70, 64, 0)[name]
+    # Large enough that the kernels do use two threads (see threads_for).
+    X = data(rng, 3000, 300, np.float64, sparse)
+    for name, one in sketches(300, 64, 0).items():
+        two = sketches(300, 64, 0)[name]
         one.n_threads, two.n_threads = 1, 2
         np.testing.assert_allclose(one.transform(X), two.transform(X), rtol=1e-12,
                                    atol=1e-12, err_msg=name)

@@ -46,6 +46,16 @@ def check_input(X, n_features, name="X"):
     return X
 
 
+# Waking a team of OpenMP threads costs microseconds on an idle machine and
+# up to milliseconds on a busy one; below this much work per thread a single
+# thread is faster (and the result is identical, see _kernels.pyx).
+_MIN_WORK_PER_THREAD = 1 << 16
+
+
+def threads_for(n_threads, n_rows, work_per_row):
+    return max(1, min(n_threads, n_rows * work_per_row // _MIN_WORK_PER_THREAD))
+
+
 def row_chunks(n_rows, elements_per_row):
     step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
     for start in range(0, n_rows, step):
@@ -92,6 +102,9 @@ class SparseTable:
 
     def apply(self, X, row_scale, bias, out, n_threads):
         """``out = S x̃`` for every row; `out` is overwritten."""
+        work = (X.nnz // max(1, X.shape[0]) if sp.issparse(X) else X.shape[1])
+        n_threads = threads_for(n_threads, X.shape[0], work * self.indices.shape[1]
+                                + out.shape[1])
         if sp.issparse(X):
             _kernels.sparse_embed_csr(X.data, X.indices, X.indptr, X.shape[1], row_scale,
                                       bias, self.indices, self.values(out.dtype), out,
@@ -131,6 +144,8 @@ class SRHTFactor:
         self._signs = {}
 
     def apply(self, X, row_scale, bias, scale, out, multiply, n_threads):
+        size = len(self.signs)
+        n_threads = threads_for(n_threads, X.shape[0], size * max(1, size.bit_length()))
         dtype = out.dtype
         if dtype not in self._signs:
             self._signs[dtype] = self.signs.astype(dtype)
