@@ -10,6 +10,7 @@ except ImportError as error:  # pragma: no cover - exercised only when unbuilt
 
     raise_build_error(error)
 
+from . import kernel_approximation, kernels, sketch  # noqa: F401  (subquad.sketch etc.)
 from ._config import show_config
 from ._threads import effective_n_threads
 
