@@ -34,21 +34,21 @@ def _check_layers(n_layers):
     return int(n_layers)
 
 
-def _gram_and_cosine(X, Y):
-    """Gram matrix, cosines (0 where a norm vanishes) and the two norm vectors."""
+def _cosine_and_norms(X, Y):
+    """Cosines (0 where a norm vanishes) and the two norm vectors."""
     X, Y = check_pairwise_arrays(X, Y, dtype=np.float64)
     gram = np.asarray(safe_sparse_dot(X, Y.T, dense_output=True), dtype=np.float64)
     nx = np.sqrt(row_norms(X, squared=True))
     ny = np.sqrt(row_norms(Y, squared=True))
     denom = np.outer(nx, ny)
     cosine = np.divide(gram, denom, out=np.zeros_like(gram), where=denom > 0)
-    return gram, np.clip(cosine, -1.0, 1.0), nx, ny
+    return np.clip(cosine, -1.0, 1.0), nx, ny
 
 
 def _output_dtype(X, Y):
-    dtypes = [np.asarray(X).dtype if not hasattr(X, "dtype") else X.dtype]
-    if Y is not None:
-        dtypes.append(np.asarray(Y).dtype if not hasattr(Y, "dtype") else Y.dtype)
+    """float32 if every input is float32 (the kernels compute in float64)."""
+    inputs = [X] if Y is None else [X, Y]
+    dtypes = [A.dtype if hasattr(A, "dtype") else np.asarray(A).dtype for A in inputs]
     return np.float32 if all(d == np.float32 for d in dtypes) else np.float64
 
 
@@ -118,7 +118,7 @@ def arccos_kernel(X, Y=None, order=0):
     """
     order = _check_order(order)
     dtype = _output_dtype(X, Y)
-    _, cosine, nx, ny = _gram_and_cosine(X, Y)
+    cosine, nx, ny = _cosine_and_norms(X, Y)
     if order == 0:
         return kappa0(cosine).astype(dtype, copy=False)
     return (np.outer(nx, ny) * kappa1(cosine)).astype(dtype, copy=False)
@@ -145,7 +145,7 @@ def ntk_kernel(X, Y=None, n_layers=1):
     """
     n_layers = _check_layers(n_layers)
     dtype = _output_dtype(X, Y)
-    _, cosine, nx, ny = _gram_and_cosine(X, Y)
+    cosine, nx, ny = _cosine_and_norms(X, Y)
     return (np.outer(nx, ny) * ntk_of_cosine(cosine, n_layers)).astype(dtype, copy=False)
 
 

@@ -119,6 +119,7 @@ def test_sparse_float32_and_zero_rows(XY):
         dense = kernel(X)
         np.testing.assert_allclose(kernel(sp.csr_matrix(X)), dense)
         assert kernel(X.astype(np.float32)).dtype == np.float32
+        assert kernel(sp.csr_matrix(X, dtype=np.float32)).dtype == np.float32
         assert np.all(np.isfinite(dense))
     assert np.allclose(arccos_kernel(X, order=0)[2], 0.5)
     assert np.allclose(ntk_kernel(X)[2], 0)

@@ -64,11 +64,6 @@ def row_chunks(n_rows, elements_per_row):
         yield slice(start, min(n_rows, start + step))
 
 
-def rows(X, chunk):
-    """Rows `chunk` of dense or CSR `X`, without copying dense input."""
-    return X[chunk]
-
-
 # Tiles of the dense sparse embedding: a feature tile of every table column
 # (index + value) should stay in L2 while a row tile streams over it.
 _TILE_ROWS = 32
