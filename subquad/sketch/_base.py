@@ -58,8 +58,14 @@ def threads_for(n_threads, n_rows, work_per_row):
     return max(1, min(n_threads, n_rows * work_per_row // _MIN_WORK_PER_THREAD))
 
 
+# Chunks never have fewer rows than this: each runs one OpenMP region per
+# tree node, and on a busy machine waking the threads costs up to
+# milliseconds, which dominated deep trees chunked a dozen rows at a time.
+MIN_CHUNK_ROWS = 64
+
+
 def row_chunks(n_rows, elements_per_row):
-    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
+    step = max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(1, elements_per_row))
     for start in range(0, n_rows, step):
         yield slice(start, min(n_rows, start + step))
 
