@@ -10,7 +10,7 @@ except ImportError as error:  # pragma: no cover - exercised only when unbuilt
 
     raise_build_error(error)
 
-from . import linalg, neural_network
+from . import kernel_approximation, kernels, linalg, neural_network, sketch
 from ._config import show_config
 from ._threads import effective_n_threads
 from .neural_network import SparseMLPClassifier, SparseMLPRegressor
@@ -21,8 +21,11 @@ __all__ = [
     "SparseMLPClassifier",
     "SparseMLPRegressor",
     "effective_n_threads",
+    "kernel_approximation",
+    "kernels",
     "linalg",
     "neural_network",
+    "sketch",
     "show_config",
     "__version__",
 ]
