@@ -26,12 +26,7 @@ import numpy as np
 
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
-from ._vector cimport axpy_noalias, subquad_prefetch
-
-cdef enum:
-    # Rows of W requested ahead of the scatter: each row segment starts a
-    # new stream, which the hardware prefetcher only picks up after misses.
-    PREFETCH_ROWS_AHEAD = 2
+from ._vector cimport axpy_noalias
 
 
 cdef struct Staging:
@@ -125,8 +120,6 @@ cdef void _sparse_tile(
     for i in range(nr):
         memset(Z + i * ldz, 0, tw * sizeof(floating))
     for q in range(n_w_rows):
-        if q + PREFETCH_ROWS_AHEAD < n_w_rows:
-            subquad_prefetch(W + w_rows[q + PREFETCH_ROWS_AHEAD] * ldw + c0, tw * sizeof(floating))
         w = W + w_rows[q] * ldw + c0
         for p in range(w_rows_ptr[q], w_rows_ptr[q + 1]):
             axpy_noalias(tw, value[p], w, Z + sample[p] * ldz)

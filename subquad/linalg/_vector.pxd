@@ -13,13 +13,7 @@ cdef extern from *:
                                       double *restrict y) {
         for (long i = 0; i < n; ++i) y[i] += a * x[i];
     }
-    /* Request a byte range ahead of use (64-byte lines, into L1). */
-    static inline void subquad_prefetch(const void *p, long n_bytes) {
-        const char *c = (const char *) p;
-        for (long i = 0; i < n_bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
-    }
     """
-    void subquad_prefetch(const void* p, long n_bytes) noexcept nogil
     void subquad_axpy_f(long n, float a, const float* x, float* y) noexcept nogil
     void subquad_axpy_d(long n, double a, const double* x, double* y) noexcept nogil
 
