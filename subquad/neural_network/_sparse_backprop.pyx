@@ -27,52 +27,9 @@ cdef extern from *:
     """
     #define subquad_prefetch_write(p) __builtin_prefetch((p), 1, 3)
     #define subquad_prefetch_read(p) __builtin_prefetch((p), 0, 3)
-
-    /* Optimizer step over a whole row of W, applied only where stamp == j.
-       Used when the touched entries are a large part of the row: a
-       branch-free sweep streams the row and vectorises, where walking the
-       touched list would be random access. x - x == 0 tests finiteness. */
-    #define SUBQUAD_ROW_UPDATE(NAME, T, SQRT)                                   \
-    static long NAME(long n, const long long *stamp, long long j,             \
-                     const T *grad, T *w, T *state, int n_state, int adam,    \
-                     T lr, T momentum, int nesterov, T beta_1, T beta_2,      \
-                     T eps, T inv_scale) {                                    \
-        long bad = 0;                                                         \
-        _Pragma("omp simd reduction(+:bad)")                                  \
-        for (long c = 0; c < n; ++c) {                                        \
-            T g = grad[c], s1_old = state[n_state * c], s2_old = 0, s1, s2 = 0, up; \
-            if (adam) {                                                       \
-                s2_old = state[n_state * c + 1];                              \
-                s1 = beta_1 * s1_old + (1 - beta_1) * g;                      \
-                s2 = beta_2 * s2_old + (1 - beta_2) * g * g;                  \
-                up = -lr * s1 / (SQRT(s2) + eps);                             \
-            } else {                                                          \
-                s1 = momentum * s1_old - lr * g;                              \
-                up = nesterov ? momentum * s1 - lr * g : s1;                  \
-            }                                                                 \
-            T w_new = w[c] + up * inv_scale;                                  \
-            int on = stamp[c] == j;                                           \
-            int ok = on && (w_new - w_new) == 0 && (s1 - s1) == 0 && (s2 - s2) == 0; \
-            bad += on && !ok;                                                 \
-            w[c] = ok ? w_new : w[c];                                         \
-            state[n_state * c] = ok ? s1 : s1_old;                            \
-            if (adam) state[n_state * c + 1] = ok ? s2 : s2_old;              \
-        }                                                                     \
-        return bad;                                                           \
-    }
-    SUBQUAD_ROW_UPDATE(subquad_row_update_f, float, sqrtf)
-    SUBQUAD_ROW_UPDATE(subquad_row_update_d, double, sqrt)
     """
     void subquad_prefetch_write(const void* p) noexcept nogil
     void subquad_prefetch_read(const void* p) noexcept nogil
-    long subquad_row_update_f(long n, const int64_t* stamp, int64_t j, const float* grad,
-                              float* w, float* state, int n_state, int adam, float lr,
-                              float momentum, int nesterov, float beta_1, float beta_2,
-                              float eps, float inv_scale) noexcept nogil
-    long subquad_row_update_d(long n, const int64_t* stamp, int64_t j, const double* grad,
-                              double* w, double* state, int n_state, int adam, double lr,
-                              double momentum, int nesterov, double beta_1, double beta_2,
-                              double eps, double inv_scale) noexcept nogil
 
 cdef enum:
     SGD = 0
@@ -80,9 +37,6 @@ cdef enum:
     # Entries ahead to prefetch: the accesses within a row of W are random
     # and independent, so they are latency-bound unless requested early.
     PREFETCH_DISTANCE = 16
-    # Sweep the whole row instead of the touched list when more than
-    # 1/DENSE_ROW_DIVISOR of it is touched (then nearly every cache line is).
-    DENSE_ROW_DIVISOR = 4
 
 # Codes for the `optimizer` argument of backward_update.
 OPTIMIZER_SGD = SGD
@@ -123,7 +77,6 @@ def backward_update(
     whose update would have been non-finite (those are left unchanged).
     """
     cdef int64_t m_in = W.shape[0], m_out = W.shape[1]
-    cdef int n_state = state.shape[2]
     cdef int64_t j, e, q, c, t, n_touched, k, ahead
     cdef int32_t i
     cdef floating h, d, dot, g, w_new, s1, s2, update
@@ -167,18 +120,6 @@ def backward_update(
                     grad[c] = grad[c] + h * d
                 if want_delta_in:
                     delta_in[col_position[e]] = <floating> scale * dot
-            if n_touched * DENSE_ROW_DIVISOR > m_out:
-                if floating is float:
-                    n_bad += subquad_row_update_f(
-                        m_out, stamp, j, grad, &W[j, 0], &state[j, 0, 0], n_state,
-                        optimizer == ADAM, <float> learning_rate, <float> momentum, nesterov,
-                        <float> beta_1, <float> beta_2, <float> epsilon, inv_scale)
-                else:
-                    n_bad += subquad_row_update_d(
-                        m_out, stamp, j, grad, &W[j, 0], &state[j, 0, 0], n_state,
-                        optimizer == ADAM, learning_rate, momentum, nesterov,
-                        beta_1, beta_2, epsilon, inv_scale)
-                continue
             for t in range(n_touched):
                 if t + PREFETCH_DISTANCE < n_touched:
                     ahead = touched[t + PREFETCH_DISTANCE]
