@@ -61,7 +61,6 @@ def _check_real(value, name, low=None, high=None, low_open=False, high_open=Fals
 class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
     """Shared fitting machinery; use SparseMLPClassifier or SparseMLPRegressor."""
 
-    @abstractmethod
     def __init__(
         self,
         hidden_layer_sizes=(4096, 4096),
@@ -540,45 +539,6 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
     ...                           random_state=0).fit(X / 16, y)  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        hidden_layer_sizes=(4096, 4096),
-        *,
-        threshold="auto",
-        adapt_threshold=True,
-        target_active_fraction="auto",
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate_init=0.001,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        n_threads=None,
-        dtype=np.float32,
-        engine="sparse",
-    ):
-        super().__init__(
-            hidden_layer_sizes, threshold=threshold, adapt_threshold=adapt_threshold,
-            target_active_fraction=target_active_fraction, solver=solver, alpha=alpha,
-            batch_size=batch_size, learning_rate_init=learning_rate_init, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            n_threads=n_threads, dtype=dtype, engine=engine)
-
     def fit(self, X, y):
         """Fit the network to dense or CSR `X` (n_samples, n_features) and labels `y`."""
         return self._fit(X, y, incremental=False)
@@ -652,45 +612,6 @@ class SparseMLPRegressor(RegressorMixin, BaseSparseMLP):
     ----------
     See `SparseMLPClassifier` (no ``classes_``).
     """
-
-    def __init__(
-        self,
-        hidden_layer_sizes=(4096, 4096),
-        *,
-        threshold="auto",
-        adapt_threshold=True,
-        target_active_fraction="auto",
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate_init=0.001,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        n_threads=None,
-        dtype=np.float32,
-        engine="sparse",
-    ):
-        super().__init__(
-            hidden_layer_sizes, threshold=threshold, adapt_threshold=adapt_threshold,
-            target_active_fraction=target_active_fraction, solver=solver, alpha=alpha,
-            batch_size=batch_size, learning_rate_init=learning_rate_init, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            n_threads=n_threads, dtype=dtype, engine=engine)
 
     def fit(self, X, y):
         """Fit the network to dense or CSR `X` and targets `y` (n_samples,) or (n_samples, n_outputs)."""
