@@ -40,7 +40,7 @@ def gaussian_weights(rng, shape, std, dtype):
     return W
 
 
-def data_scaled_layer(rng, H_sample, width, std, dtype, threshold=None, target=None, chunk=64):
+def data_scaled_layer(rng, H_sample, width, std, dtype, threshold=None, chunk=64):
     """Gaussian weights (standard deviation `std`) and biases rescaled so
     every unit's pre-activation has zero mean and unit variance on
     `H_sample`, a sample of this layer's inputs (dense or CSR).
@@ -50,21 +50,16 @@ def data_scaled_layer(rng, H_sample, width, std, dtype, threshold=None, target=N
     layer, which measuring on the data corrects. Products are taken `chunk`
     rows at a time. With a `threshold`, also returns the layer's
     shifted-ReLU outputs on the sample as CSR (the next layer's
-    `H_sample`); with a `target` active fraction, the threshold is first
-    replaced by the pre-activations' quantile that leaves that fraction
-    active. Returns (W, c, threshold, outputs).
+    `H_sample`). Returns (W, c, outputs).
     """
     W = gaussian_weights(rng, (H_sample.shape[1], width), std, dtype)
     n = H_sample.shape[0]
     total = np.zeros(width)
     total_sq = np.zeros(width)
-    first = None
     for begin in range(0, n, chunk):
         Z = sparse_matmul(H_sample[begin:begin + chunk], W).astype(np.float64)
         total += Z.sum(axis=0)
         total_sq += np.einsum("ij,ij->j", Z, Z)
-        if first is None:
-            first = Z
     mean = total / n
     scale = np.sqrt(np.maximum(total_sq / n - mean * mean, 0))
     # A unit that sees constant input (e.g. all-zero features) keeps its draw.
@@ -72,13 +67,11 @@ def data_scaled_layer(rng, H_sample, width, std, dtype, threshold=None, target=N
     W /= scale.astype(dtype)
     c = (-mean / scale).astype(dtype)
     if threshold is None:
-        return W, c, None, None
-    if target is not None:
-        threshold = float(np.quantile((first - mean) / scale, 1.0 - target))
+        return W, c, None
     shift = c - dtype(threshold)
     outputs = [threshold_matmul(H_sample[begin:begin + chunk], W, 0.0, bias=shift)
                for begin in range(0, n, chunk)]
-    return W, c, threshold, sp.vstack(outputs, format="csr")
+    return W, c, sp.vstack(outputs, format="csr")
 
 
 def hidden_std(fan_in, threshold_in):

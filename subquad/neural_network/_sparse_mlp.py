@@ -199,17 +199,14 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         H = X[np.sort(rng.choice(X.shape[0], size=min(X.shape[0], _INIT_SAMPLE), replace=False))]
         coefs, intercepts = [], []
         std = 1.0 / np.sqrt(max(X.shape[1], 1))
-        targets = self._targets(thresholds) if self.adapt_threshold else [None] * len(widths)
         for layer, width in enumerate(widths + [n_outputs]):
             hidden = layer < len(widths)
-            W, c, b, H = data_scaled_layer(
-                rng, H, width, std, dtype.type, threshold=thresholds[layer] if hidden else None,
-                target=targets[layer] if hidden else None)
+            W, c, H = data_scaled_layer(rng, H, width, std, dtype.type,
+                                        threshold=thresholds[layer] if hidden else None)
             coefs.append(W)
             intercepts.append(c)
             if hidden:
                 std = hidden_std(width, thresholds[layer])
-                thresholds[layer] = b
         network_class = SparseNetwork if self.engine == "sparse" else DenseNetwork
         return network_class(coefs, intercepts, thresholds, self.n_threads)
 
@@ -282,7 +279,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             "loss_curve": [], "validation_scores": [] if self.early_stopping else None,
             "best_loss": np.inf, "best_validation_score": -np.inf if self.early_stopping else None,
             "no_improvement": 0, "n_iter": 0, "t": 0, "active_history": [],
-            "targets": self._targets(self._thresholds(network.widths)), "best_params": None,
+            "targets": self._targets(network.thresholds), "best_params": None,
         }
 
     def _batch_size(self, n_samples):
