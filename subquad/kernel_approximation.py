@@ -16,7 +16,7 @@ from sklearn.utils.extmath import row_norms
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._threads import effective_n_threads
-from .kernels import (arccos_taylor_coefficients, kappa0, kappa1, ntk_of_cosine,
+from .kernels import (_check_int, arccos_taylor_coefficients, kappa0, kappa1, ntk_of_cosine,
                       ntk_taylor_coefficients)
 from .sketch._base import next_power_of_two
 from .sketch._sketches import TensorSketch, TensorSRHT
@@ -45,14 +45,6 @@ def shared_leaf_dim(n_components):
     neither does the leading ``nnz(X)`` term.
     """
     return next_power_of_two(4 * n_components)
-
-
-def _check_int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _check_real(value, name):

@@ -7,6 +7,8 @@ sketches of ``subquad.kernel_approximation`` draw degrees with probability
 proportional to them. A zero row has cosine 0 with everything.
 """
 
+import numbers
+
 import numpy as np
 from sklearn.metrics.pairwise import check_pairwise_arrays
 from sklearn.utils.extmath import row_norms, safe_sparse_dot
@@ -26,12 +28,13 @@ def _check_order(order):
     return int(order)
 
 
-def _check_layers(n_layers):
-    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)):
-        raise TypeError(f"n_layers must be a non-negative integer, got {n_layers!r}")
-    if n_layers < 0:
-        raise ValueError(f"n_layers must be a non-negative integer, got {n_layers}")
-    return int(n_layers)
+def _check_int(value, name, low):
+    """`value` as int: TypeError if it is not an integer, ValueError below `low`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return int(value)
 
 
 def _cosine_and_norms(X, Y):
@@ -143,7 +146,7 @@ def ntk_kernel(X, Y=None, n_layers=1):
     -------
     ndarray of shape (n_samples_X, n_samples_Y)
     """
-    n_layers = _check_layers(n_layers)
+    n_layers = _check_int(n_layers, "n_layers", 0)
     dtype = _output_dtype(X, Y)
     cosine, nx, ny = _cosine_and_norms(X, Y)
     return (np.outer(nx, ny) * ntk_of_cosine(cosine, n_layers)).astype(dtype, copy=False)
@@ -193,14 +196,6 @@ def _compose(outer, inner):
     return result
 
 
-def _check_max_degree(max_degree):
-    if isinstance(max_degree, bool) or not isinstance(max_degree, (int, np.integer)):
-        raise TypeError(f"max_degree must be a non-negative integer, got {max_degree!r}")
-    if max_degree < 0:
-        raise ValueError(f"max_degree must be a non-negative integer, got {max_degree}")
-    return int(max_degree)
-
-
 def arccos_taylor_coefficients(order, max_degree):
     """Coefficients ``c_j`` of ``κ_order(t) = Σ_j c_j t^j`` for ``j <= max_degree``.
 
@@ -217,7 +212,7 @@ def arccos_taylor_coefficients(order, max_degree):
     -------
     ndarray of shape (max_degree + 1,)
     """
-    return _kappa_series_at(_check_order(order), 0.0, _check_max_degree(max_degree))
+    return _kappa_series_at(_check_order(order), 0.0, _check_int(max_degree, "max_degree", 0))
 
 
 def ntk_taylor_coefficients(n_layers, max_degree):
@@ -237,8 +232,8 @@ def ntk_taylor_coefficients(n_layers, max_degree):
     -------
     ndarray of shape (max_degree + 1,)
     """
-    n_layers = _check_layers(n_layers)
-    max_degree = _check_max_degree(max_degree)
+    n_layers = _check_int(n_layers, "n_layers", 0)
+    max_degree = _check_int(max_degree, "max_degree", 0)
     sigma = np.zeros(max_degree + 1)
     if max_degree >= 1:
         sigma[1] = 1.0

@@ -47,10 +47,10 @@ def _csr_arrays(F):
 
 
 def _apply(W, U, V, alpha, n_threads):
-    threads = effective_n_threads(n_threads)
     if not sp.issparse(U) and not sp.issparse(V):
         blocked_gemm(U, V, C=W, alpha=alpha, beta=1.0, n_threads=n_threads)
         return
+    threads = effective_n_threads(n_threads)
     if not sp.issparse(U):
         U = sp.csr_matrix(U)
     if sp.issparse(V):

@@ -34,8 +34,7 @@ def shifted_relu_second_moment(threshold):
 
 def gaussian_weights(rng, shape, std, dtype):
     """Normal weights with standard deviation `std`, drawn in `dtype`."""
-    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float64
-    W = rng.standard_normal(shape, dtype=draw_dtype)
+    W = rng.standard_normal(shape, dtype=dtype)
     W *= std
     return W
 

@@ -118,8 +118,12 @@ class _Network:
 
     def _new_states(self, optimizer):
         """Optimizer state of every parameter: hidden W, hidden c, W_out, c_out."""
-        params = self.hidden_W + self.hidden_c + [self.W_out, self.c_out]
-        return [optimizer.new_state(p.shape, self.dtype) for p in params]
+        others = self.hidden_c + [self.W_out, self.c_out]
+        return ([self._hidden_weight_state(W, optimizer) for W in self.hidden_W]
+                + [optimizer.new_state(p.shape, self.dtype) for p in others])
+
+    def _hidden_weight_state(self, W, optimizer):
+        return optimizer.new_state(W.shape, self.dtype)
 
     def decay(self, factor):
         """Multiply every weight (not biases) by `factor` (decoupled decay)."""
@@ -162,7 +166,7 @@ class _Network:
             total += s * s * float(np.dot(flat, flat))
         return total
 
-    def _update_output_and_biases(self, H_last, error, deltas):
+    def _update_output_and_biases(self, H_last, error, bias_grads):
         """Dense updates of the output layer and of every hidden bias (their
         size is linear in the width)."""
         opt = self.optimizer
@@ -171,7 +175,7 @@ class _Network:
                               self.states[2 * n_hidden])
         ok &= opt.dense_update(self.c_out, error.sum(axis=0).astype(self.dtype),
                                self.states[2 * n_hidden + 1])
-        for layer, grad in enumerate(deltas):
+        for layer, grad in enumerate(bias_grads):
             ok &= opt.dense_update(self.hidden_c[layer], grad, self.states[n_hidden + layer])
         return ok
 
@@ -180,12 +184,11 @@ class SparseNetwork(_Network):
     """Every product sparse: forward by fused thresholded products, backward
     and update by `backward_update` on the k_in x k_out blocks."""
 
-    def _new_states(self, optimizer):
-        # Hidden weights keep their optimizer state interleaved, (m_in,
-        # m_out, n_state): a sparse update then touches one line for it.
+    def _hidden_weight_state(self, W, optimizer):
+        # Interleaved, (m_in, m_out, n_state): a sparse update then touches
+        # one cache line for the whole state of a weight.
         n_state = 2 if optimizer.kind == ADAM else 1
-        states = [np.zeros(W.shape + (n_state,), dtype=self.dtype) for W in self.hidden_W]
-        return states + super()._new_states(optimizer)[len(self.hidden_W):]
+        return np.zeros(W.shape + (n_state,), dtype=self.dtype)
 
     def forward(self, X):
         """Activations (input, then CSR per hidden layer) and dense outputs."""

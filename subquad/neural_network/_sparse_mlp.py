@@ -43,10 +43,9 @@ class DivergenceError(ValueError):
     """Training produced a non-finite loss or update and was stopped."""
 
 
-def _check_positive_int(value, name, allow_zero=False):
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _check_real(value, name, low=None, high=None, low_open=False, high_open=False):
