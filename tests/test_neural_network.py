@@ -88,21 +88,29 @@ def test_initialisation_keeps_every_layer_at_unit_scale_on_the_data():
         H = np.maximum(Z - b, 0)
 
 
-def test_sparse_step_equals_dense_step():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sparse_input", [False, True], ids=["dense-X", "csr-X"])
+def test_sparse_step_equals_dense_step(dtype, n_threads, sparse_input):
     """From the same weights, one sparse training step (fused backward, lazy
     optimizer) gives the same weights as the dense NumPy step: on the first
     step lazy and dense Adam/SGD coincide."""
     X, y = make_blobs(n_samples=60, centers=3, n_features=8, random_state=1)
+    X = np.abs(X) * (np.abs(X) > 3)  # zeros, so the CSR input is really sparse
+    data = sp.csr_matrix(X) if sparse_input else X
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
     for solver in ("adam", "sgd"):
         models = {}
         for engine in ("sparse", "dense"):
             clf = SparseMLPClassifier(hidden_layer_sizes=(300, 200), solver=solver,
-                                      batch_size=60, random_state=3, dtype=np.float64,
-                                      engine=engine, alpha=0.01, learning_rate_init=0.05)
-            models[engine] = clf.partial_fit(X, y, classes=[0, 1, 2])
+                                      batch_size=60, random_state=3, dtype=dtype,
+                                      engine=engine, alpha=0.01, learning_rate_init=0.05,
+                                      n_threads=n_threads)
+            models[engine] = clf.partial_fit(data, y, classes=[0, 1, 2])
         sparse, dense = models["sparse"], models["dense"]
         for a, b in zip(sparse.coefs_ + sparse.intercepts_, dense.coefs_ + dense.intercepts_):
-            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+            assert a.dtype == dtype
+            np.testing.assert_allclose(a, b, **tol)
 
 
 @pytest.mark.parametrize("Estimator", [SparseMLPClassifier, SparseMLPRegressor])
