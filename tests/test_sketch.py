@@ -7,7 +7,7 @@ from scipy.linalg import hadamard
 
 from conftest import rtol_for
 from subquad.sketch import OSNAP, SRHT, CountSketch, TensorSketch, TensorSRHT
-from subquad.sketch import _kernels
+from subquad.sketch import _kernels, _sketches
 
 
 def sparse_matrix(table, n_components, n_features):
@@ -74,8 +74,15 @@ def kron_rows(X, Y):
     return np.stack([np.kron(x, y) for x, y in zip(X, Y)])
 
 
+@pytest.fixture(params=["fft", "direct"])
+def tensor_sketch_path(request, monkeypatch):
+    """Force TensorSketch through its FFT or its bucket-domain path."""
+    monkeypatch.setattr(_sketches, "FFT_COST_PER_POINT", 0.0 if request.param == "fft" else 1e12)
+    return request.param
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
-def test_tensor_sketch_pair_equals_countsketch_of_kronecker(sparse, dtype):
+def test_tensor_sketch_pair_equals_countsketch_of_kronecker(sparse, dtype, tensor_sketch_path):
     rng = np.random.default_rng(1)
     X, Y = data(rng, 5, 6, dtype, sparse), data(rng, 5, 4, dtype)
     s = 16
@@ -113,6 +120,36 @@ def test_transform_is_pair_of_row_with_itself(cls):
     X = np.random.default_rng(0).standard_normal((4, 9))
     sketch = cls(9, 32, random_state=0)
     np.testing.assert_allclose(sketch.transform(X), sketch.transform_pair(X, X))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("degree", [2, 3, 4])
+def test_tensor_sketch_direct_path_equals_fft_path(degree, sparse, n_threads, dtype,
+                                                   monkeypatch):
+    # Rows with a few nonzeros (and one empty row) plus a bias coordinate,
+    # as PolynomialSketch passes for coef0 > 0; enough rows for two threads.
+    rng = np.random.default_rng(3)
+    X = data(rng, 4000, 12, dtype, sparse=True).toarray()
+    X[7] = 0
+    X = sp.csr_matrix(X) if sparse else X
+    assert _sketches.threads_for(2, 4000, _sketches._direct_cost(X, X, degree, 256, 1)) == 2
+    sketch = TensorSketch(13, 256, random_state=0, degree=degree, n_threads=n_threads)
+    scale = rng.random(4000).astype(dtype) + 0.5
+    results = {}
+    for path, cost in [("fft", 0.0), ("direct", 1e12)]:
+        monkeypatch.setattr(_sketches, "FFT_COST_PER_POINT", cost)
+        results[path] = sketch._transform_factors([X] * degree, scale, 0.75, n_threads)
+    assert results["direct"].dtype == dtype
+    np.testing.assert_allclose(results["direct"], results["fft"], rtol=10 * rtol_for(dtype),
+                               atol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+def test_tensor_sketch_picks_direct_path_for_few_nonzeros():
+    assert _sketches._direct_pays(sp.random(10, 1000, density=0.01, format="csr"),
+                                  sp.random(10, 1000, density=0.01, format="csr"), 2, 1024, 0.0)
+    dense = np.ones((10, 4096))
+    assert not _sketches._direct_pays(dense, dense, 2, 1024, 0.0)
 
 
 def sketches(d, m, seed):

@@ -202,3 +202,107 @@ def srht_gather_csr(const floating[::1] data, const index_t[::1] indices,
             _fwht(buf, D)
             _emit(buf, sample, scale, &out[i, 0], multiply)
         free(buf)
+
+
+cdef Py_ssize_t _hashed_row(const floating* data, const long long* indices,
+                            long long start, long long stop, Py_ssize_t d,
+                            floating s, floating bias, const int* h, Py_ssize_t h_stride,
+                            const floating* v, int* bucket, floating* weight) noexcept nogil:
+    """The nonzeros of ``x̃`` as (bucket, signed value) pairs of one CountSketch."""
+    cdef Py_ssize_t k = 0
+    cdef long long p, j
+    for p in range(start, stop):
+        if data[p] != 0:
+            j = indices[p]
+            bucket[k] = h[j * h_stride]
+            weight[k] = v[j * h_stride] * (data[p] * s)
+            k += 1
+    if bias != 0:
+        bucket[k] = h[d * h_stride]
+        weight[k] = v[d * h_stride] * bias
+        k += 1
+    return k
+
+
+def tensor_sketch_direct(
+    const floating[::1] a_data, const long long[::1] a_indices,
+    const long long[::1] a_indptr, Py_ssize_t d_a,
+    const floating[::1] b_data, const long long[::1] b_indices,
+    const long long[::1] b_indptr, Py_ssize_t d_b,
+    const floating[::1] row_scale, floating bias,
+    const int[::1] h_a, const floating[::1] v_a,
+    const int[:, ::1] h_b, const floating[:, ::1] v_b,
+    floating[:, :] out, int n_threads,
+):
+    """TensorSketch of ``ã_i ⊗ b̃_i ⊗ ... ⊗ b̃_i`` (``1 + h_b.shape[1]``
+    factors) by circular convolution in the bucket domain instead of FFTs.
+
+    The CountSketch of the first two factors is convolved pair by pair of
+    nonzeros (``nnz(a) · nnz(b)`` products, exact), each further factor by
+    one shifted axpy per nonzero (``s · nnz(b)``). For rows with few
+    nonzeros this is far cheaper than ``q + 1`` FFTs of length ``s``. The
+    tables hold bucket (``h``) and sign (``v``) per input coordinate, row
+    ``d`` for the bias coordinate.
+    """
+    cdef Py_ssize_t n = a_indptr.shape[0] - 1, s = out.shape[1]
+    cdef Py_ssize_t n_rest = h_b.shape[1], i, k, na, nb, x, y, t, u
+    cdef floating w, sc
+    cdef floating* buffers
+    cdef floating* acc
+    cdef floating* tmp
+    cdef floating* swap
+    cdef int* bucket
+    cdef floating* weight
+    cdef int failed = 0
+    # Empty CSR arrays have no element 0 to point at.
+    cdef const floating* ad = &a_data[0] if a_data.shape[0] else NULL
+    cdef const long long* ai = &a_indices[0] if a_indices.shape[0] else NULL
+    cdef const floating* bd = &b_data[0] if b_data.shape[0] else NULL
+    cdef const long long* bi = &b_indices[0] if b_indices.shape[0] else NULL
+    _check_rows(out, "out")
+    if n == 0 or s == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        buffers = <floating*> malloc(2 * s * sizeof(floating))
+        bucket = <int*> malloc((d_a + d_b + 2) * sizeof(int))
+        weight = <floating*> malloc((d_a + d_b + 2) * sizeof(floating))
+        for i in prange(n, schedule="dynamic", chunksize=16):
+            if buffers == NULL or bucket == NULL or weight == NULL:
+                failed += 1
+                continue
+            acc = buffers
+            tmp = buffers + s
+            sc = row_scale[i]
+            memset(acc, 0, s * sizeof(floating))
+            na = _hashed_row(ad, ai, a_indptr[i], a_indptr[i + 1], d_a, sc, bias,
+                             &h_a[0], 1, &v_a[0], bucket, weight)
+            nb = _hashed_row(bd, bi, b_indptr[i], b_indptr[i + 1], d_b, sc, bias,
+                             &h_b[0, 0], n_rest, &v_b[0, 0], bucket + na, weight + na)
+            for x in range(na):
+                for y in range(na, na + nb):
+                    t = bucket[x] + bucket[y]
+                    if t >= s:
+                        t = t - s
+                    acc[t] += weight[x] * weight[y]
+            for k in range(1, n_rest):
+                nb = _hashed_row(bd, bi, b_indptr[i], b_indptr[i + 1], d_b, sc, bias,
+                                 &h_b[0, k], n_rest, &v_b[0, k], bucket, weight)
+                memset(tmp, 0, s * sizeof(floating))
+                for y in range(nb):
+                    # tmp[(t + shift) mod s] += w * acc[t], as two contiguous runs.
+                    u = bucket[y]
+                    w = weight[y]
+                    for t in range(s - u):
+                        tmp[t + u] += w * acc[t]
+                    for t in range(s - u, s):
+                        tmp[t + u - s] += w * acc[t]
+                swap = acc
+                acc = tmp
+                tmp = swap
+            for t in range(s):
+                out[i, t] = acc[t]
+        free(buffers)
+        free(bucket)
+        free(weight)
+    if failed:
+        raise MemoryError("tensor_sketch_direct: could not allocate per-thread buffers")
