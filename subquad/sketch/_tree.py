@@ -12,6 +12,8 @@ Degrees share leaves and blocks; their sketches are then correlated, which
 leaves sums of them unbiased.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from sklearn.utils.extmath import row_norms
 
@@ -98,47 +100,59 @@ class TensorTree:
     def transform(self, X, row_scale, bias, outs, n_threads):
         """Write the sketch of degree j of every row of ``x̃ = [row_scale · x,
         bias]`` into ``outs[j]`` (arrays of shape (n_samples, outputs[j]))."""
-        w = self.width
-        n_leaves = self.n_leaves
-        per_row = 2 * n_leaves * w + self.shared_dim
-        for chunk in row_chunks(X.shape[0], per_row):
-            n = chunk.stop - chunk.start
-            source, scale, b = X[chunk], row_scale[chunk], bias
-            if self.shared is not None:
-                reduced = np.empty((n, self.shared_dim), dtype=X.dtype)
-                self.shared.apply(source, scale, b, reduced, n_threads)
-                # Every leaf sees the same T x̃, so an error of T in ‖x̃‖ enters
-                # the degree-q sketch q times over, in the same direction.
-                # Restoring the norm removes that error (kernel values of
-                # x with itself become exact); only T's angular error remains.
-                norms = np.sqrt(scale.astype(np.float64) ** 2 * row_norms(source, squared=True)
-                                + float(b) ** 2)
-                sketched = np.sqrt(row_norms(reduced, squared=True).astype(np.float64))
-                ratio = np.divide(norms, sketched, out=np.zeros_like(norms),
-                                  where=sketched > 0)
-                source, scale, b = reduced, ratio.astype(X.dtype), 0.0
-            leaves = np.empty((n, n_leaves * w), dtype=X.dtype)
-            self.leaves.apply(source, scale, b, leaves, n_threads)
-            levels = [leaves]
-            for nodes in self.levels:
-                below = levels[-1]
-                here = np.empty((n, len(nodes) * w), dtype=X.dtype)
-                for a, node in enumerate(nodes):
-                    node.apply(below[:, 2 * a * w:(2 * a + 1) * w],
-                               below[:, (2 * a + 1) * w:(2 * a + 2) * w],
-                               here[:, a * w:(a + 1) * w], n_threads)
-                levels.append(here)
-            for degree, (blocks, merges, reduce) in self.plans.items():
-                out = outs[degree][chunk]
-                level, index = blocks[0]
-                acc = levels[level][:, index * w:(index + 1) * w]
-                for node, (level, index) in zip(merges, blocks[1:]):
-                    last = node is merges[-1]
-                    target = out if last else np.empty((n, w), dtype=X.dtype)
-                    node.apply(acc, levels[level][:, index * w:(index + 1) * w], target,
-                               n_threads)
-                    acc = target
-                if reduce is not None:
-                    reduce.apply(acc, unit_scale(n, X.dtype), 0.0, out, n_threads)
-                elif not merges:
-                    out[...] = acc
+        per_row = 2 * self.n_leaves * self.width + self.shared_dim
+        chunks = list(row_chunks(X.shape[0], per_row))
+
+        def run(chunk, threads):
+            self._transform_rows(X[chunk], row_scale[chunk], bias,
+                                 {j: out[chunk] for j, out in outs.items()}, threads)
+
+        if n_threads > 1 and len(chunks) > 1:
+            # A tree runs dozens of short kernels per chunk. Threads that take
+            # whole chunks never wait for each other, whereas an OpenMP team
+            # per kernel meets at a barrier after each one, which stalls
+            # whenever another process holds a core.
+            with ThreadPoolExecutor(min(n_threads, len(chunks))) as pool:
+                list(pool.map(lambda chunk: run(chunk, 1), chunks))
+        else:
+            for chunk in chunks:
+                run(chunk, n_threads)
+
+    def _transform_rows(self, source, scale, b, outs, n_threads):
+        n, w, n_leaves, dtype = source.shape[0], self.width, self.n_leaves, source.dtype
+        if self.shared is not None:
+            reduced = np.empty((n, self.shared_dim), dtype=dtype)
+            self.shared.apply(source, scale, b, reduced, n_threads)
+            # Every leaf sees the same T x̃, so an error of T in ‖x̃‖ enters
+            # the degree-q sketch q times over, in the same direction.
+            # Restoring the norm removes that error (kernel values of
+            # x with itself become exact); only T's angular error remains.
+            norms = np.sqrt(scale.astype(np.float64) ** 2 * row_norms(source, squared=True)
+                            + float(b) ** 2)
+            sketched = np.sqrt(row_norms(reduced, squared=True).astype(np.float64))
+            ratio = np.divide(norms, sketched, out=np.zeros_like(norms), where=sketched > 0)
+            source, scale, b = reduced, ratio.astype(dtype), 0.0
+        leaves = np.empty((n, n_leaves * w), dtype=dtype)
+        self.leaves.apply(source, scale, b, leaves, n_threads)
+        levels = [leaves]
+        for nodes in self.levels:
+            below = levels[-1]
+            here = np.empty((n, len(nodes) * w), dtype=dtype)
+            for a, node in enumerate(nodes):
+                node.apply(below[:, 2 * a * w:(2 * a + 1) * w],
+                           below[:, (2 * a + 1) * w:(2 * a + 2) * w],
+                           here[:, a * w:(a + 1) * w], n_threads)
+            levels.append(here)
+        for degree, (blocks, merges, reduce) in self.plans.items():
+            out = outs[degree]
+            level, index = blocks[0]
+            acc = levels[level][:, index * w:(index + 1) * w]
+            for node, (level, index) in zip(merges, blocks[1:]):
+                last = node is merges[-1]
+                target = out if last else np.empty((n, w), dtype=dtype)
+                node.apply(acc, levels[level][:, index * w:(index + 1) * w], target, n_threads)
+                acc = target
+            if reduce is not None:
+                reduce.apply(acc, unit_scale(n, dtype), 0.0, out, n_threads)
+            elif not merges:
+                out[...] = acc
