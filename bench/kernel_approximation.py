@@ -83,8 +83,8 @@ def polynomial_vs_sklearn(name, X, degrees, sizes, seeds, repeats, n_threads):
     print(f"### PolynomialSketch vs sklearn PolynomialCountSketch: {name}, "
           f"n={X.shape[0]}, d={X.shape[1]}\n")
     print("err = relative Frobenius error of the kernel matrix (mean over "
-          f"{seeds} seeds); x = scikit-learn's transform time / ours "
-          f"(ours on {n_threads} threads).\n")
+          f"{seeds} seeds, ± its standard error for scikit-learn and auto); x = "
+          f"scikit-learn's transform time / ours (ours on {n_threads} threads).\n")
     header = ["q", "s", "sklearn err", "sklearn time"]
     for method in METHODS:
         header += [f"{method} err", f"{method} x"]
@@ -99,14 +99,17 @@ def polynomial_vs_sklearn(name, X, degrees, sizes, seeds, repeats, n_threads):
                     t, F = best_time(lambda: est.transform(X), repeats)
                     errors.append(relative_error(F, K))
                     times.append(t)
-                return np.mean(errors), np.min(times)
+                # Standard error of the mean over seeds, to tell noise from a gap.
+                return np.mean(errors), np.std(errors) / np.sqrt(seeds), np.min(times)
 
-            sk_err, sk_time = run(PolynomialCountSketch(degree=q, gamma=1.0, n_components=s))
-            row = [q, s, f"{sk_err:.3f}", f"{sk_time * 1e3:.0f} ms"]
+            sk_err, sk_sem, sk_time = run(PolynomialCountSketch(degree=q, gamma=1.0,
+                                                                n_components=s))
+            row = [q, s, f"{sk_err:.3f}±{sk_sem:.3f}", f"{sk_time * 1e3:.0f} ms"]
             for method in METHODS:
-                err, t = run(PolynomialSketch(degree=q, n_components=s, method=method,
-                                              n_threads=n_threads))
-                row += [f"{err:.3f}", f"{sk_time / t:.1f}"]
+                err, sem, t = run(PolynomialSketch(degree=q, n_components=s, method=method,
+                                                   n_threads=n_threads))
+                row += [f"{err:.3f}±{sem:.3f}" if method == "auto" else f"{err:.3f}",
+                        f"{sk_time / t:.1f}"]
             rows.append(row)
             print(f"  done q={q} s={s}", flush=True)
     print()
