@@ -60,6 +60,16 @@ class Optimizer:
         Returns False, leaving `param` unchanged, if the step is not finite.
         Operates in place so the dense baseline pays no avoidable passes.
         """
+        with np.errstate(over="ignore", invalid="ignore"):
+            # A diverging step is detected below and reported by the caller.
+            step = self._dense_step(grad, state)
+        if not np.all(np.isfinite(step)):
+            return False
+        param += step
+        return True
+
+    def _dense_step(self, grad, state):
+        """The step for `grad` (its buffer reused), advancing `state`."""
         lr = self.step_size
         if self.kind == ADAM:
             m, v = state
@@ -83,10 +93,7 @@ class Optimizer:
                 step += self.momentum * velocity
             else:
                 step = velocity
-        if not np.all(np.isfinite(step)):
-            return False
-        param += step
-        return True
+        return step
 
 
 class _Network:
