@@ -29,12 +29,14 @@ _AUTO_SAMPLE_EVERY = 64
 # 2-core reference machine with bench/active_index.py (n_neurons = 2**20).
 # Brute: every neuron goes through a blocked GEMM and the threshold scan.
 # Tree: visiting a node (its bounds rarely sit in cache), evaluating a
-# neuron of a scanned leaf. Writing the output costs both the same.
+# neuron of a scanned leaf, radix-sorting an active neuron by column (the
+# tree finds them in tree order). Writing the output costs both the same.
 _BRUTE_NS_PER_NEURON = 5.0
 _BRUTE_NS_PER_MULTIPLY_ADD = 0.05
 _TREE_NS_PER_NODE = 120.0
 _TREE_NS_PER_EVALUATION = 2.0
 _TREE_NS_PER_MULTIPLY_ADD = 0.3
+_TREE_NS_PER_ACTIVE = 4.0
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.
 _AUTO_MARGIN = 1.2
@@ -337,7 +339,8 @@ class ActiveNeuronIndex:
         active = result[2][-1] / n_sample
         n, d = self.n_neurons_, self.dim_
         tree_ns = (visited * _TREE_NS_PER_NODE
-                   + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD))
+                   + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
+                   + active * _TREE_NS_PER_ACTIVE)
         brute_ns = n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
         choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
         self._set_choice(choice, (
