@@ -328,3 +328,58 @@ def test_update_errors_name_the_argument(indices, rows, error, name):
     with pytest.raises(error, match=name):
         index.update(indices, rows)
     np.testing.assert_array_equal(index.W_, GOOD_W)
+
+
+# ---------------------------------------------------------------- estimators
+
+def _low_dimensional_data(n, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, dim))
+    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_predictions_with_index_equal_brute(dtype):
+    from subquad import SparseMLPClassifier
+
+    X, y = _low_dimensional_data(600)
+    clf = SparseMLPClassifier(hidden_layer_sizes=(3000, 64), max_iter=3, random_state=0,
+                              dtype=dtype, first_layer_index=False)
+    with pytest.warns(Warning):
+        clf.fit(X, y)
+    brute_proba, brute_classes = clf.predict_proba(X), clf.predict(X)
+    clf.set_params(first_layer_index=True)
+    np.testing.assert_allclose(clf.predict_proba(X), brute_proba, rtol=rtol_for(dtype),
+                               atol=10 * rtol_for(dtype))
+    np.testing.assert_array_equal(clf.predict(X), brute_classes)
+    index = clf._network._index
+    assert index.algorithm_ == "tree" and index.n_neurons_ == 3000 and index.dim_ == 5
+    # The cached index is reused while the weights stand still, and dropped
+    # from pickles.
+    clf.predict(X[:10])
+    assert clf._network._index is index
+    assert not hasattr(pickle.loads(pickle.dumps(clf))._network, "_index")
+
+
+def test_regressor_index_is_rebuilt_after_training_and_auto_rules():
+    from subquad import SparseMLPRegressor
+
+    X, _ = _low_dimensional_data(2100, dim=3, seed=1)
+    y = np.sin(X[:, 0]) + X[:, 1]
+    reg = SparseMLPRegressor(hidden_layer_sizes=(1 << 15,), max_iter=1, random_state=0,
+                             batch_size=1024, first_layer_index="auto")
+    with pytest.warns(Warning):
+        reg.fit(X, y)
+    reg.predict(X[:100])  # too few rows to pay for a build
+    assert getattr(reg._network, "_index", None) is None
+    with_index = reg.predict(X)  # 2100 rows, width 2**15, dim 3: the index
+    index = reg._network._index
+    assert index is not None and index.algorithm_ in ("tree", "brute")
+    reg.set_params(first_layer_index=False)
+    np.testing.assert_allclose(with_index, reg.predict(X), rtol=1e-4, atol=1e-4)
+    reg.set_params(first_layer_index="auto").partial_fit(X, y)
+    reg.predict(X)
+    assert reg._network._index is not index  # the weights moved: rebuilt
+    with pytest.raises(ValueError, match="first_layer_index"):
+        SparseMLPRegressor(first_layer_index="yes").fit(X, y)
