@@ -26,16 +26,18 @@ _AUTO_MIN_SAMPLE = 4
 _AUTO_SAMPLE_EVERY = 64
 
 # Cost model of 'auto', in nanoseconds per query on one core, fitted on the
-# 2-core reference machine with bench/active_index.py (n_neurons = 2**20).
+# 2-core reference machine with bench/active_index.py (n_neurons = 2**20,
+# dims 4 to 16; the run was contended, so the fit errs towards brute).
 # Brute: every neuron goes through a blocked GEMM and the threshold scan.
 # Tree: visiting a node (its bounds rarely sit in cache), evaluating a
-# neuron of a scanned leaf, radix-sorting an active neuron by column (the
-# tree finds them in tree order). Writing the output costs both the same.
+# neuron of a scanned leaf (its row comes from memory), radix-sorting an
+# active neuron by column (the tree finds them in tree order). Writing the
+# output costs both the same.
 _BRUTE_NS_PER_NEURON = 5.0
 _BRUTE_NS_PER_MULTIPLY_ADD = 0.05
-_TREE_NS_PER_NODE = 120.0
-_TREE_NS_PER_EVALUATION = 2.0
-_TREE_NS_PER_MULTIPLY_ADD = 0.3
+_TREE_NS_PER_NODE = 150.0
+_TREE_NS_PER_EVALUATION = 10.0
+_TREE_NS_PER_MULTIPLY_ADD = 2.0
 _TREE_NS_PER_ACTIVE = 4.0
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.

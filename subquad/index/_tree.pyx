@@ -376,9 +376,10 @@ cdef int64_t _query_one(
         upper = min(cx + spread, box_upper)
         lower = max(cx - spread, box_lower)
         # Bound on all rounding: in fl(<w, x>) for any w of the node (whose
-        # norm is at most min(|c| + R, norm bound)), in these bounds, and in
-        # the radius.
-        slack = (slack_factor * min(bound[3 * dim + 1] + bound[3 * dim], bound[3 * dim + 2])
+        # norm is at most |c| + R and at most the box's norm bound), in the
+        # ball and box bounds (each summing terms no larger than these norms
+        # times |x|), and in the radius.
+        slack = (slack_factor * max(bound[3 * dim + 1] + bound[3 * dim], bound[3 * dim + 2])
                  * x_norm + abs_slack)
         if upper + slack <= b_d:
             pruned += 1
