@@ -99,6 +99,31 @@ def test_query_matches_numpy_on_float_data(data, dtype, algorithm, n, dim, n_que
 
 
 @SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), dim=st.integers(1, 6))
+def test_pruning_never_changes_the_computed_set_near_ties(data, dtype, dim):
+    """A tree of single-neuron leaves (tight bounds, heavy pruning) and a
+    tree that is one leaf compute each value with the same code, so if the
+    widened bounds are conservative they report identical sets and values,
+    even with thresholds placed on (rounded) values of the neurons."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    offset = data.draw(st.sampled_from([0.0, 1.0, 1e3]))
+    W = (offset + rng.standard_normal((400, dim)) * data.draw(st.sampled_from([1e-3, 1.0])))
+    W = W.astype(dtype)
+    X = rng.standard_normal((8, dim)).astype(dtype)
+    values = (X @ W.T).ravel()
+    # On a value, or one ulp to either side of it.
+    threshold = dtype(values[data.draw(st.integers(0, values.size - 1))])
+    step = data.draw(st.sampled_from([None, -np.inf, np.inf]))
+    threshold = float(threshold if step is None else np.nextafter(threshold, dtype(step)))
+    deep = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1).query(X, threshold)
+    flat = ActiveNeuronIndex(W, algorithm="tree", leaf_size=len(W)).query(X, threshold)
+    np.testing.assert_array_equal(deep.indptr, flat.indptr)
+    np.testing.assert_array_equal(deep.indices, flat.indices)
+    np.testing.assert_array_equal(deep.data, flat.data)
+    assert_matches(deep, W, X, threshold, dtype)
+
+
+@SETTINGS
 @given(problem=integer_problems(max_neurons=80, max_queries=4), data=st.data())
 def test_long_update_sequences_stay_exact(problem, data):
     W, X, threshold = problem
