@@ -515,7 +515,7 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         Whether predictions (and validation scores) compute the first hidden
         layer of dense input with an `ActiveNeuronIndex` over its neurons
         (bias folded in as an extra coordinate), cached until the weights
-        change. 'auto' does so only for input dimension <= 8, a first layer
+        change. 'auto' does so only for input dimension <= 4, a first layer
         of at least 32768 units and at least 2048 rows (or a cached index),
         and the index then picks tree or brute from measured pruning; True
         always uses a tree index; False never. Training steps always use the
