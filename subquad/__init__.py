@@ -10,17 +10,20 @@ except ImportError as error:  # pragma: no cover - exercised only when unbuilt
 
     raise_build_error(error)
 
-from . import kernel_approximation, kernels, linalg, neural_network, sketch
+from . import index, kernel_approximation, kernels, linalg, neural_network, sketch
 from ._config import show_config
 from ._threads import effective_n_threads
+from .index import ActiveNeuronIndex
 from .neural_network import SparseMLPClassifier, SparseMLPRegressor
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ActiveNeuronIndex",
     "SparseMLPClassifier",
     "SparseMLPRegressor",
     "effective_n_threads",
+    "index",
     "kernel_approximation",
     "kernels",
     "linalg",

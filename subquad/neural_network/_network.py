@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._threads import effective_n_threads, threads_for_work
+from ..index import ActiveNeuronIndex
 from ..linalg.threshold import threshold_csr
 from ._sparse_backprop import OPTIMIZER_ADAM as ADAM
 from ._sparse_backprop import OPTIMIZER_SGD as SGD
@@ -23,6 +24,17 @@ from ._sparse_backprop import backward_update
 # Below this weight scale the stored weights are renormalised (one dense
 # pass), long before float32 could lose precision.
 _MIN_SCALE = 1e-3
+
+# first_layer_index='auto' uses an ActiveNeuronIndex for the first layer of
+# a prediction only for low-dimensional dense input (bench/active_index.py:
+# the tree wins ~14x at dim 4 and loses at dim 8), a very wide first layer
+# and enough rows to pay for building the index (bench/active_index_fit.py:
+# a build costs about as much as a brute first layer on a few hundred rows). Training steps never use it: a step
+# moves most first-layer neurons and every bias, and updating the bounds
+# (or rebuilding) costs more than the brute layer it would replace.
+_INDEX_MAX_INPUT_DIM = 4
+_INDEX_MIN_WIDTH = 1 << 15
+_INDEX_MIN_ROWS = 2048
 
 
 class Optimizer:
@@ -166,6 +178,11 @@ class _Network:
         self.thresholds = list(thresholds)
         self.scales = list(scales)
 
+    def outputs(self, X, chunk):
+        """Network outputs for X, computed `chunk` rows at a time."""
+        return np.vstack([self.forward(X[i:i + chunk])[1]
+                          for i in range(0, X.shape[0], chunk)])
+
     def squared_weight_norm(self):
         total = float(np.dot(self.W_out.ravel(), self.W_out.ravel()))
         for W, s in zip(self.hidden_W, self.scales):
@@ -197,13 +214,63 @@ class SparseNetwork(_Network):
         n_state = 2 if optimizer.kind == ADAM else 1
         return np.zeros(W.shape + (n_state,), dtype=self.dtype)
 
-    def forward(self, X):
-        """Activations (input, then CSR per hidden layer) and dense outputs."""
+    # {'auto', True, False}: whether predictions compute the first layer
+    # with an ActiveNeuronIndex (see _INDEX_MAX_INPUT_DIM); set by the estimator.
+    first_layer_index = "auto"
+
+    def __getstate__(self):
+        # The index is a cache, rebuilt on demand: do not pickle it.
+        state = self.__dict__.copy()
+        state.pop("_index", None)
+        return state
+
+    def _first_layer_neurons(self):
+        """First-layer neurons as index rows: weights, then the bias divided
+        by the scale (the matching query coordinate is 1)."""
+        W, c, s = self.hidden_W[0], self.hidden_c[0], self.scales[0]
+        neurons = np.empty((W.shape[1], W.shape[0] + 1), dtype=self.dtype)
+        neurons[:, :-1] = W.T
+        neurons[:, -1] = c / self.dtype.type(s)
+        return neurons
+
+    def _first_layer_index(self, n_rows):
+        """An index over the current first layer, or None to use the brute
+        product. Reused while the first layer is unchanged."""
+        auto = isinstance(self.first_layer_index, str)
+        n_in, width = self.hidden_W[0].shape
+        if not auto and not self.first_layer_index:
+            return None
+        if auto and (n_in > _INDEX_MAX_INPUT_DIM or width < _INDEX_MIN_WIDTH):
+            return None
+        neurons = self._first_layer_neurons()
+        index = getattr(self, "_index", None)
+        if index is not None and np.array_equal(index.W_, neurons):
+            return index
+        if auto and n_rows < _INDEX_MIN_ROWS:
+            return None
+        self._index = ActiveNeuronIndex(
+            neurons, algorithm="auto" if auto else "tree", n_threads=self.n_threads)
+        return self._index
+
+    def outputs(self, X, chunk):
+        index = None if sp.issparse(X) else self._first_layer_index(X.shape[0])
+        return np.vstack([self.forward(X[i:i + chunk], index)[1]
+                          for i in range(0, X.shape[0], chunk)])
+
+    def forward(self, X, first_layer_index=None):
+        """Activations (input, then CSR per hidden layer) and dense outputs.
+        With `first_layer_index` (over `_first_layer_neurons`, dense X) the
+        first layer is computed by the index."""
         activations = [X]
         H = X
-        for W, c, b, s in zip(self.hidden_W, self.hidden_c, self.thresholds, self.scales):
-            shift = ((c.astype(np.float64) - b) / s).astype(self.dtype)
-            H = threshold_csr(H, W, shift, n_threads=self.n_threads)
+        for layer, (W, c, b, s) in enumerate(
+                zip(self.hidden_W, self.hidden_c, self.thresholds, self.scales)):
+            if layer == 0 and first_layer_index is not None:
+                ones = np.ones((X.shape[0], 1), dtype=self.dtype)
+                H = first_layer_index.query(np.hstack([X, ones]), b / s)
+            else:
+                shift = ((c.astype(np.float64) - b) / s).astype(self.dtype)
+                H = threshold_csr(H, W, shift, n_threads=self.n_threads)
             if s != 1.0:
                 H.data *= self.dtype.type(s)
             activations.append(H)

@@ -35,8 +35,7 @@ _PROGRESS_SECONDS = 5.0
 
 def _outputs(network, X):
     """Network outputs for validated X, computed in row chunks."""
-    return np.vstack([network.forward(X[i:i + _PREDICT_CHUNK])[1]
-                      for i in range(0, X.shape[0], _PREDICT_CHUNK)])
+    return network.outputs(X, _PREDICT_CHUNK)
 
 
 class DivergenceError(ValueError):
@@ -88,6 +87,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         n_threads=None,
         dtype=np.float32,
         engine="sparse",
+        first_layer_index="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.threshold = threshold
@@ -114,6 +114,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.n_threads = n_threads
         self.dtype = dtype
         self.engine = engine
+        self.first_layer_index = first_layer_index
 
     # ------------------------------------------------------------ validation
 
@@ -141,6 +142,10 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"solver must be 'sgd' or 'adam', got {self.solver!r}")
         if self.engine not in ("sparse", "dense"):
             raise ValueError(f"engine must be 'sparse' or 'dense', got {self.engine!r}")
+        if not (isinstance(self.first_layer_index, (bool, np.bool_))
+                or isinstance(self.first_layer_index, str) and self.first_layer_index == "auto"):
+            raise ValueError(f"first_layer_index must be 'auto', True or False, got "
+                             f"{self.first_layer_index!r}")
         _check_real(self.alpha, "alpha", low=0)
         if self.batch_size != "auto":
             _check_positive_int(self.batch_size, "batch_size ('auto' or an integer)")
@@ -243,6 +248,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
             network = self._new_network(X, widths, Y.shape[1], rng)
         network.n_threads = effective_n_threads(self.n_threads)
+        network.first_layer_index = self.first_layer_index
         network.start_training(self._optimizer())
         state = self._training_state(network, continuing)
         try:
@@ -431,6 +437,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self, "_network")
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32),
                           reset=False)
+        self._network.first_layer_index = self.first_layer_index
         return _outputs(self._network, self._as_network_input(X))
 
     def __sklearn_is_fitted__(self):
@@ -504,6 +511,17 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         'dense' trains the same network (initialisation, loss, optimizer,
         batching) with dense NumPy/BLAS products and dense optimizer
         updates: the baseline subquad is measured against.
+    first_layer_index : {'auto', True, False}, default='auto'
+        Whether predictions (and validation scores) compute the first hidden
+        layer of dense input with an `ActiveNeuronIndex` over its neurons
+        (bias folded in as an extra coordinate), cached until the weights
+        change. 'auto' does so only for input dimension <= 4, a first layer
+        of at least 32768 units and at least 2048 rows (or a cached index),
+        and the index then picks tree or brute from measured pruning; True
+        always uses a tree index; False never. Training steps always use the
+        fused brute product (a step moves most first-layer neurons, and
+        keeping the index current costs more than it saves). Results equal
+        the brute path up to rounding of values at the threshold.
 
     Attributes
     ----------
@@ -602,7 +620,9 @@ class SparseMLPRegressor(RegressorMixin, BaseSparseMLP):
 
     Parameters
     ----------
-    See `SparseMLPClassifier`; every parameter means the same here.
+    See `SparseMLPClassifier`; every parameter means the same here
+    (including ``first_layer_index``: an `ActiveNeuronIndex` for the first
+    layer of predictions on low-dimensional input).
 
     Attributes
     ----------

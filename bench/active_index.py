@@ -1,0 +1,102 @@
+"""ActiveNeuronIndex: 'tree' vs 'brute' vs 'auto' vs NumPy, side by side.
+
+    python bench/active_index.py            # n_neurons = 2**20, 1024 queries
+    python bench/active_index.py --quick    # n_neurons = 2**16, 256 queries
+
+For each dim, neurons and queries are standard normal (float32) and the
+threshold is the 99% quantile of sampled inner products, so about 1% of
+the neurons are active per query. Columns:
+
+* tree / brute / auto: seconds for ``query`` on all queries (best of
+  ``--repeat``); auto also names what it chose. Above dim 16 the tree
+  evaluates nearly every neuron with scalar code, so it is timed on
+  ``--tree-sample`` queries and scaled up (marked ``*``).
+* numpy: ``X @ W.T`` then ``np.nonzero`` and the values, in chunks of 128
+  queries (the full product would be n_queries x n_neurons floats).
+* brute/tree: speed-up of the tree (target >= 5 at dim <= 8);
+  auto/best: auto's time over the better of tree and brute (target <= 1.2);
+  numpy/brute: speed-up of the fused engine over NumPy (target >= 1.5).
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from subquad import ActiveNeuronIndex, effective_n_threads
+
+NUMPY_CHUNK = 128
+
+
+def best_time(fn, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def numpy_query(X, W, threshold):
+    """Reference: dense product, then the positions and values above b."""
+    parts = []
+    for i in range(0, X.shape[0], NUMPY_CHUNK):
+        Z = X[i:i + NUMPY_CHUNK] @ W.T
+        rows, cols = np.nonzero(Z > threshold)
+        parts.append((rows + i, cols, Z[rows, cols] - threshold))
+    return parts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2**16 neurons, 256 queries")
+    parser.add_argument("--dims", type=int, nargs="+", default=[4, 8, 16, 32, 128])
+    parser.add_argument("--active", type=float, default=0.01, help="target active fraction")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--tree-sample", type=int, default=128,
+                        help="queries the tree is timed on above dim 16")
+    args = parser.parse_args()
+    n_neurons, n_queries = (1 << 16, 256) if args.quick else (1 << 20, 1024)
+    rng = np.random.default_rng(0)
+    print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
+          f"threads={effective_n_threads()} target active={args.active:.1%}")
+    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'brute':>7} {'auto':>7} "
+              f"{'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
+              f"{'auto/best':>9} {'numpy/brute':>11}")
+    print(header)
+    print("-" * len(header))
+    for dim in args.dims:
+        W = rng.standard_normal((n_neurons, dim)).astype(np.float32)
+        X = rng.standard_normal((n_queries, dim)).astype(np.float32)
+        # Many queries, fewer neurons: the active fraction varies with |x|.
+        sample = X[:256] @ W[:8192].T
+        threshold = float(np.quantile(sample, 1 - args.active))
+
+        start = time.perf_counter()
+        tree = ActiveNeuronIndex(W, algorithm="tree")
+        build = time.perf_counter() - start
+        brute = ActiveNeuronIndex(W, algorithm="brute")
+        auto = ActiveNeuronIndex(W, algorithm="auto")
+
+        X_tree = X if dim <= 16 else X[:args.tree_sample]
+        t_tree, A_tree = best_time(lambda: tree.query(X_tree, threshold), args.repeat)
+        t_tree *= n_queries / X_tree.shape[0]
+        evaluated = tree.last_query_stats_["evaluated_fraction"]
+        t_brute, A_brute = best_time(lambda: brute.query(X, threshold), args.repeat)
+        t_auto, _ = best_time(lambda: auto.query(X, threshold), args.repeat)
+        t_numpy, _ = best_time(lambda: numpy_query(X, W, threshold), args.repeat)
+        # Same computation up to rounding: the active sets can differ only
+        # for values within rounding of the threshold.
+        mismatch = abs(A_tree.nnz - A_brute[:X_tree.shape[0]].nnz)
+        note = f"  (nnz differs by {mismatch})" if mismatch else ""
+        active = A_brute.nnz / (n_queries * n_neurons)
+        mark = "*" if X_tree.shape[0] < n_queries else " "
+        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_brute:>7.3f} "
+              f"{t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} {evaluated:>6.1%} | "
+              f"{t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
+              f"{t_numpy / t_brute:>11.2f}{note}")
+        print(f"     auto: {auto.algorithm_reason_}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The first-layer ActiveNeuronIndex inside the estimators, on low-dimensional data.
+
+    python bench/active_index_fit.py           # width 2**17, 20000 training rows
+    python bench/active_index_fit.py --quick   # width 2**15, 5000 training rows
+
+Fits SparseMLPClassifier (one very wide hidden layer, d = 4 synthetic data,
+early stopping so every epoch scores a validation split) with
+``first_layer_index=False`` and ``'auto'``, then predicts a large test set
+with both, and prints:
+
+* fit and predict times side by side, and whether predictions agree;
+* one training step's first layer, brute vs keeping an index current (grow
+  the bounds of every neuron the step moved, then query) vs rebuilding it:
+  the reason training steps keep the brute product.
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from subquad import ActiveNeuronIndex, SparseMLPClassifier
+from subquad.linalg.threshold import threshold_csr
+
+
+def data(rng, n, dim):
+    X = rng.standard_normal((n, dim))
+    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] - 0.5 * X[:, 3] > 0).astype(int)
+    return X, y
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    width, n_train, n_test = (1 << 15, 5000, 20000) if args.quick else (1 << 17, 20000, 100000)
+    dim, batch = 4, 256
+    rng = np.random.default_rng(0)
+    X, y = data(rng, n_train, dim)
+    X_test, y_test = data(rng, n_test, dim)
+    print(f"d={dim} width={width} n_train={n_train} n_test={n_test} batch={batch} "
+          f"epochs={args.epochs} float32")
+
+    results = {}
+    for mode in (False, "auto"):
+        clf = SparseMLPClassifier(hidden_layer_sizes=(width,), max_iter=args.epochs,
+                                  batch_size=batch, early_stopping=True, random_state=0,
+                                  first_layer_index=mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_fit, _ = timed(lambda: clf.fit(X, y))
+        t_first, proba = timed(lambda: clf.predict_proba(X_test))  # builds the index
+        t_again, _ = timed(lambda: clf.predict_proba(X_test))      # reuses it
+        index = getattr(clf._network, "_index", None)
+        chosen = "-" if index is None else f"{index.algorithm_}"
+        results[mode] = (t_fit, t_first, t_again, proba, chosen, clf)
+    print(f"{'first_layer_index':>18} {'fit s':>7} {'predict s':>10} {'again s':>8} {'index':>6} "
+          f"{'accuracy':>8}")
+    for mode, (t_fit, t_first, t_again, proba, chosen, clf) in results.items():
+        accuracy = np.mean(clf.classes_[proba.argmax(axis=1)] == y_test)
+        print(f"{mode!s:>18} {t_fit:>7.2f} {t_first:>10.2f} {t_again:>8.2f} {chosen:>6} "
+              f"{accuracy:>8.4f}")
+    same = np.array_equal(results[False][3].argmax(axis=1), results["auto"][3].argmax(axis=1))
+    gap = np.abs(results[False][3] - results["auto"][3]).max()
+    print(f"same predicted classes: {same}; max |proba difference| {gap:.2e}")
+    print(f"predict speed-up with the index: {results[False][1] / results['auto'][1]:.2f}x "
+          f"(first call, build included), {results[False][2] / results['auto'][2]:.2f}x "
+          f"(index reused)")
+
+    # One training step's first layer, on the trained network.
+    network = results[False][5]._network
+    neurons = network._first_layer_neurons()
+    W, c, b, s = network.hidden_W[0], network.hidden_c[0], network.thresholds[0], network.scales[0]
+    Xb = X[:batch].astype(np.float32)
+    shift = ((c.astype(np.float64) - b) / s).astype(np.float32)
+    t_brute, H = timed(lambda: threshold_csr(Xb, W, shift))
+    moved = np.unique(H.indices)
+    t_build, index = timed(lambda: ActiveNeuronIndex(neurons, algorithm="tree"))
+    Xq = np.hstack([Xb, np.ones((batch, 1), np.float32)])
+    t_query, _ = timed(lambda: index.query(Xq, b / s))
+    # A step moves the weights of every neuron active in the batch and, with
+    # Adam, every bias: all neurons.
+    step = neurons + 1e-3 * rng.standard_normal(neurons.shape).astype(np.float32)
+    t_update, _ = timed(lambda: index.update(np.arange(width), step))
+    print(f"one step's first layer (batch {batch}): brute {t_brute * 1e3:.1f} ms | index "
+          f"query {t_query * 1e3:.1f} ms + update all {width} neurons {t_update * 1e3:.1f} ms "
+          f"(or rebuild {t_build * 1e3:.1f} ms); the step moved {moved.size} weight "
+          f"columns and every bias")
+
+
+if __name__ == "__main__":
+    main()

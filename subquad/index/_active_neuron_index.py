@@ -1,0 +1,437 @@
+"""`ActiveNeuronIndex`: which neurons fire for an input, exactly and fast."""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._threads import effective_n_threads
+from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
+from ..linalg.threshold import threshold_csr
+from ._tree import build_tree, grow_bounds, node_bounds, tree_query
+
+ALGORITHMS = ("auto", "tree", "brute")
+
+# 'auto' never builds a tree above this dimension: in high dimension the
+# cells of a balanced partition barely shrink with depth (concentration of
+# measure), so no exact tree beats a scan (measured: the tree evaluates
+# ~80% of 2**20 neurons at dim 16 for 1% active).
+_AUTO_MAX_DIM = 16
+# Nor for so few neurons that a brute scan is a handful of microseconds.
+_AUTO_MIN_NEURONS = 4096
+# 'auto' measures the tree's pruning on 1 query in _AUTO_SAMPLE_EVERY,
+# between _AUTO_MIN_SAMPLE and _AUTO_SAMPLE of them: enough to average over
+# query norms, few enough that measuring a losing tree stays cheap.
+_AUTO_SAMPLE = 16
+_AUTO_MIN_SAMPLE = 4
+_AUTO_SAMPLE_EVERY = 64
+
+# Cost model of 'auto', in nanoseconds per query on one core, fitted on the
+# 2-core reference machine with bench/active_index.py (n_neurons = 2**20,
+# dims 4 to 16; the run was contended, so the fit errs towards brute).
+# Brute: every neuron goes through a blocked GEMM and the threshold scan.
+# Tree: visiting a node (its bounds rarely sit in cache), evaluating a
+# neuron of a scanned leaf (its row comes from memory), radix-sorting an
+# active neuron by column (the tree finds them in tree order). Writing the
+# output costs both the same.
+_BRUTE_NS_PER_NEURON = 5.0
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.05
+_TREE_NS_PER_NODE = 150.0
+_TREE_NS_PER_EVALUATION = 10.0
+_TREE_NS_PER_MULTIPLY_ADD = 2.0
+_TREE_NS_PER_ACTIVE = 4.0
+# The tree must be predicted this much cheaper to be chosen: its cost varies
+# more between queries than the brute scan's.
+_AUTO_MARGIN = 1.2
+
+
+class ActiveNeuronIndex:
+    """Exact threshold (half-space reporting) queries over a set of neurons.
+
+    For a query x and threshold b, reports every neuron w_r (a row of `W`)
+    with ``<w_r, x> > b`` together with the value ``<w_r, x> - b``: a
+    maximum-inner-product *reporting* query, the step of a shifted-ReLU
+    layer that decides which neurons fire. Two algorithms answer it:
+
+    * ``'brute'``: the fused blocked GEMM + threshold engine of
+      `subquad.linalg.threshold_matmul`, writing CSR directly.
+    * ``'tree'``: a balanced kd-style partition of the neurons whose nodes
+      carry a ball (centre c, radius R) and a bounding box [lo, hi]; the
+      upper bound of ``<w, x>`` over a node is the smaller of
+      ``<c, x> + R ||x||`` and ``sum_j max(lo_j x_j, hi_j x_j)`` (the lower
+      bound likewise). A node is pruned when its upper bound is <= b,
+      reported whole when its lower bound is > b, and scanned otherwise. It wins in low dimension (input layers of
+      low-dimensional data with very many neurons).
+
+    Both are exact: a neuron is reported iff its computed value
+    ``fl(<w_r, x>) - b`` is strictly positive (a value exactly at b is
+    inactive), and the tree's bounds are widened by a bound on every rounding
+    error, so it never skips a neuron that the same computation would report.
+    The two algorithms accumulate inner products in different orders, so a
+    value within rounding of b may be reported by one and not the other;
+    with exactly representable data (e.g. small integers) they agree exactly.
+
+    Parameters
+    ----------
+    W : array-like of shape (n_neurons, dim)
+        One neuron per row, finite. float32 stays float32; other real dtypes
+        become float64. The index keeps its own copy.
+    algorithm : {'auto', 'tree', 'brute'}, default='auto'
+        ``'auto'`` builds no tree when ``dim > 16`` or there are fewer than
+        4096 neurons (brute then always wins); otherwise each `query` /
+        `count` call runs the tree on 4 to 16 of its queries (1 in 64),
+        measures how many inner products it evaluates and how many nodes it
+        visits, and picks the tree if a cost model predicts it at least
+        1.2x cheaper than brute.
+    leaf_size : int, default=32
+        Most neurons in a leaf of the tree.
+    n_threads : int, default=None
+        None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
+        k > 0: k threads. Results do not depend on it.
+
+    Attributes
+    ----------
+    W_ : ndarray of shape (n_neurons, dim)
+        The current neurons, in the original order. Read-only: change
+        neurons with `update`, which keeps the tree's bounds valid.
+    n_neurons_ : int
+    dim_ : int
+    dtype_ : numpy.dtype
+    algorithm_ : str
+        ``'tree'`` or ``'brute'``: the algorithm of the last query (before any
+        query, what `algorithm` resolves to at construction).
+    algorithm_reason_ : str
+        Why ``'auto'`` chose `algorithm_` (predicted costs and the measured
+        pruning), or that the algorithm was requested.
+    n_rebuilds_ : int
+        Times the tree was rebuilt after construction (by `update` or
+        `rebuild`).
+    last_query_stats_ : dict or None
+        Of the last `query`/`count`: ``algorithm``, ``n_queries``,
+        ``evaluated_fraction`` (inner products computed / (n_queries x
+        n_neurons)), ``nodes_visited``, ``nodes_pruned``,
+        ``nodes_reported_whole`` (summed over queries; zero for brute).
+
+    Notes
+    -----
+    *Updates.* `update` writes new rows and grows the radius of every node
+    containing a changed neuron just enough to hold its new position; radii
+    never shrink (bounds are loosened lazily), so pruning degrades as neurons
+    drift. When the summed radius of all nodes exceeds
+    ``REBUILD_RADIUS_GROWTH`` (1.5) times its value at the last build, the
+    tree is rebuilt from the current rows, and `n_rebuilds_` counts it.
+    `rebuild` forces a rebuild.
+
+    *Threads.* Tree queries run in parallel over queries; each thread keeps
+    a bitmap and a value array over all neurons (n_neurons / 8 +
+    n_neurons x itemsize bytes), so columns come out sorted with no sort.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from subquad import ActiveNeuronIndex
+    >>> W = np.random.default_rng(0).standard_normal((10000, 4))
+    >>> index = ActiveNeuronIndex(W, algorithm="tree")
+    >>> X = np.random.default_rng(1).standard_normal((3, 4))
+    >>> A = index.query(X, threshold=2.0)
+    >>> np.allclose(A.toarray(), np.maximum(X @ W.T - 2.0, 0))
+    True
+    >>> index.count(X, 2.0).tolist() == np.diff(A.indptr).tolist()
+    True
+    """
+
+    REBUILD_RADIUS_GROWTH = 1.5
+
+    def __init__(self, W, algorithm="auto", leaf_size=32, n_threads=None):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        if (isinstance(leaf_size, bool) or not isinstance(leaf_size, numbers.Integral)
+                or leaf_size < 1):
+            raise ValueError(f"leaf_size must be an integer >= 1, got {leaf_size!r}")
+        effective_n_threads(n_threads)
+        W = check_float_matrix(W, "W")
+        if W.shape[0] < 1 or W.shape[1] < 1:
+            raise ValueError(f"W must have shape (n_neurons, dim) with n_neurons >= 1 and "
+                             f"dim >= 1, got shape {W.shape}")
+        if W.shape[0] > np.iinfo(np.int32).max:
+            raise ValueError(f"W may hold at most {np.iinfo(np.int32).max} neurons, "
+                             f"got {W.shape[0]}")
+        if not np.all(np.isfinite(W)):
+            raise ValueError("W contains NaN or infinity")
+        self.algorithm = algorithm
+        self.leaf_size = int(leaf_size)
+        self.n_threads = n_threads
+        self.W_ = np.array(W, order="C", copy=True)
+        self.n_neurons_, self.dim_ = W.shape
+        self.dtype_ = W.dtype
+        self.n_rebuilds_ = 0
+        self.last_query_stats_ = None
+        eps = float(np.finfo(self.dtype_).eps)
+        # Relative bound on the rounding of a working-dtype inner product of
+        # length dim, of the float64 node bound and of the radii, with a
+        # factor 2 to spare; the absolute part covers underflow.
+        self._slack_factor = 2.0 * (2 * self.dim_ + 8) * eps + 1e-12
+        self._abs_slack = 2.0 * (self.dim_ + 2) * float(np.finfo(self.dtype_).tiny)
+        self._neg_shift = None
+        self._tree = None
+        if algorithm == "brute":
+            self._set_choice("brute", "requested")
+        elif algorithm == "tree":
+            self._build()
+            self._set_choice("tree", "requested")
+        elif self.dim_ > _AUTO_MAX_DIM:
+            self._set_choice("brute", f"dim {self.dim_} > {_AUTO_MAX_DIM}: no exact tree "
+                             f"beats a scan in high dimension")
+        elif self.n_neurons_ < _AUTO_MIN_NEURONS:
+            self._set_choice("brute", f"{self.n_neurons_} < {_AUTO_MIN_NEURONS} neurons: "
+                             f"a scan is already cheap")
+        else:
+            self._build()
+            self._set_choice("tree", "provisional: pruning is measured on each query")
+
+    def _set_choice(self, algorithm, reason):
+        self.algorithm_ = algorithm
+        self.algorithm_reason_ = reason
+
+    # ------------------------------------------------------------ tree state
+
+    def _build(self):
+        order, nodes, parent = build_tree(self.W_, self.leaf_size)
+        W_tree = self.W_[order]
+        # Radii rounded upwards, far beyond float64 rounding.
+        radius_factor = 1.0 + 1e-12
+        bounds = node_bounds(W_tree, nodes, radius_factor, self._threads(len(nodes)))
+        start, end, right = nodes.T
+        # Pre-order numbering lists the leaves left to right: they tile
+        # [0, n_neurons) in order.
+        leaves = np.flatnonzero(right < 0)
+        leaf_of = np.repeat(leaves, end[leaves] - start[leaves])
+        position = np.empty(self.n_neurons_, dtype=np.int64)
+        position[order] = np.arange(self.n_neurons_)
+        self._tree = dict(
+            order=order, position=position, W=W_tree, nodes=nodes, parent=parent,
+            leaf_of=leaf_of, bounds=bounds, radius_factor=radius_factor,
+            built_radius=float(bounds[:, 3 * self.dim_].sum()))
+
+    @property
+    def n_nodes_(self):
+        """Nodes of the tree (0 when no tree is kept)."""
+        return 0 if self._tree is None else len(self._tree["nodes"])
+
+    @property
+    def radius_growth_(self):
+        """Summed node radius over its value at the last build (1 right after
+        a build; the rebuild policy compares it with
+        ``REBUILD_RADIUS_GROWTH``)."""
+        if self._tree is None:
+            return 1.0
+        built = self._tree["built_radius"]
+        total = float(self._tree["bounds"][:, 3 * self.dim_].sum())
+        if built == 0.0:
+            return 1.0 if total == 0.0 else np.inf
+        return total / built
+
+    def rebuild(self):
+        """Rebuild the tree from the current neurons (a no-op for brute).
+
+        Returns
+        -------
+        self
+        """
+        if self._tree is not None:
+            self._build()
+            self.n_rebuilds_ += 1
+        return self
+
+    def update(self, indices, rows):
+        """Replace neurons: ``W[indices] = rows``.
+
+        Parameters
+        ----------
+        indices : array-like of int of shape (k,), or boolean mask of shape (n_neurons,)
+            Distinct neuron positions (negative ones count from the end).
+        rows : array-like of shape (k, dim)
+            New neurons, finite; a 1-D array of length dim when k == 1.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
+        Bounds are grown lazily to hold the new rows; past
+        ``REBUILD_RADIUS_GROWTH`` summed-radius growth the tree is rebuilt
+        (see the class Notes).
+        """
+        indices = check_index(indices, self.n_neurons_, "indices")
+        if np.unique(indices).size != indices.size:
+            raise ValueError("indices must not repeat a neuron")
+        rows = np.asarray(rows)
+        if rows.dtype == object or not (_is_numeric(rows.dtype) or rows.dtype == np.bool_):
+            raise TypeError(f"rows must hold real numbers, got dtype {rows.dtype}")
+        if rows.ndim == 1 and indices.size == 1:
+            rows = rows[None, :]
+        if rows.shape != (indices.size, self.dim_):
+            raise ValueError(f"rows must have shape ({indices.size}, {self.dim_}) to match "
+                             f"indices and W, got shape {rows.shape}")
+        rows = np.ascontiguousarray(rows, dtype=self.dtype_)
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("rows contains NaN or infinity")
+        self.W_[indices] = rows
+        if self._tree is None or indices.size == 0:
+            return self
+        tree = self._tree
+        positions = tree["position"][indices]
+        tree["W"][positions] = rows
+        grow_bounds(tree["W"], positions, tree["leaf_of"], tree["parent"], tree["bounds"],
+                   tree["radius_factor"])
+        if self.radius_growth_ > self.REBUILD_RADIUS_GROWTH:
+            self.rebuild()
+        return self
+
+    # --------------------------------------------------------------- queries
+
+    def _threads(self, n_items):
+        return max(1, min(effective_n_threads(self.n_threads), n_items))
+
+    def _check_query(self, X, threshold):
+        if sp.issparse(X):
+            raise TypeError(f"X must be a dense array, got a sparse {type(X).__name__}")
+        X = np.asarray(X)
+        if X.dtype == object or not (_is_numeric(X.dtype) or X.dtype == np.bool_):
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.dim_:
+            raise ValueError(f"X must have shape (n_queries, {self.dim_}) or ({self.dim_},) "
+                             f"to match W, got shape {np.shape(X)}")
+        X = np.ascontiguousarray(X, dtype=self.dtype_)
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or infinity")
+        if isinstance(threshold, np.ndarray) and threshold.ndim == 0:
+            threshold = threshold[()]
+        if not isinstance(threshold, numbers.Real):
+            raise TypeError(f"threshold must be a real scalar (one threshold for all "
+                            f"queries), got {type(threshold).__name__}")
+        # The comparison happens in the working dtype, as in the brute path.
+        threshold = float(self.dtype_.type(check_scalar(threshold, "threshold")))
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite in {self.dtype_}, got {threshold!r}")
+        return X, threshold
+
+    def _run_tree(self, X, threshold, count_only):
+        tree = self._tree
+        return tree_query(
+            X, threshold, self._slack_factor, self._abs_slack, tree["W"], tree["order"],
+            tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
+
+    def _run_brute(self, X, threshold):
+        if self._neg_shift is None or self._neg_shift[0] != -threshold:
+            self._neg_shift = np.full(self.n_neurons_, -threshold, dtype=self.dtype_)
+        # W_.T is F-ordered: the engine reads W_ in place.
+        return threshold_csr(X, self.W_.T, self._neg_shift, n_threads=self.n_threads)
+
+    def _choose(self, X, threshold):
+        """'tree' or 'brute' for this call, and the tree's result on the
+        measured sample when that sample is all of X (else None)."""
+        if self.algorithm != "auto" or self._tree is None:
+            return self.algorithm_, None
+        n_sample = min(X.shape[0], _AUTO_SAMPLE,
+                       max(_AUTO_MIN_SAMPLE, X.shape[0] // _AUTO_SAMPLE_EVERY))
+        sample = np.ascontiguousarray(X[:: max(1, X.shape[0] // n_sample)][:n_sample])
+        result = self._run_tree(sample, threshold, False)
+        stats = result[-1]
+        n_sample = sample.shape[0]
+        evaluated = stats[0] / n_sample
+        visited = stats[1] / n_sample
+        active = result[2][-1] / n_sample
+        n, d = self.n_neurons_, self.dim_
+        tree_ns = (visited * _TREE_NS_PER_NODE
+                   + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
+                   + active * _TREE_NS_PER_ACTIVE)
+        brute_ns = n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
+        choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
+        self._set_choice(choice, (
+            f"measured on {n_sample} queries: the tree evaluates "
+            f"{evaluated / n:.2%} of the neurons and visits {visited:.0f} nodes per query "
+            f"({active:.0f} active); predicted {tree_ns / 1e3:.1f} us per query for the tree "
+            f"vs {brute_ns / 1e3:.1f} us for brute"))
+        whole = sample.shape[0] == X.shape[0] and choice == "tree"
+        return choice, (result if whole else None)
+
+    def _record(self, algorithm, n_queries, stats):
+        total = n_queries * self.n_neurons_
+        if stats is None:
+            stats = np.array([total, 0, 0, 0])
+        self.last_query_stats_ = {
+            "algorithm": algorithm,
+            "n_queries": n_queries,
+            "evaluated_fraction": float(stats[0]) / total if total else 0.0,
+            "nodes_visited": int(stats[1]),
+            "nodes_pruned": int(stats[2]),
+            "nodes_reported_whole": int(stats[3]),
+        }
+
+    def query(self, X, threshold):
+        """Active neurons of each query and their values.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, dim) or (dim,)
+            Queries, finite; a 1-D array is one query (a 1-row result).
+            Converted to the dtype of the index.
+        threshold : float
+            The threshold b, one scalar for all queries; compared in the
+            index's dtype. Negative values are allowed.
+
+        Returns
+        -------
+        A : scipy.sparse.csr_matrix of shape (n_queries, n_neurons)
+            ``A[i, r] = <w_r, x_i> - b`` for exactly the pairs where it is
+            > 0; column indices sorted in each row; dtype of the index.
+        """
+        X, threshold = self._check_query(X, threshold)
+        if X.shape[0] == 0:
+            self._record(self.algorithm_, 0, None)
+            return sp.csr_matrix((0, self.n_neurons_), dtype=self.dtype_)
+        algorithm, result = self._choose(X, threshold)
+        if algorithm == "brute":
+            A = self._run_brute(X, threshold)
+            self._record("brute", X.shape[0], None)
+            return A
+        if result is None:
+            result = self._run_tree(X, threshold, False)
+        data, indices, indptr, stats = result
+        self._record("tree", X.shape[0], stats)
+        return sp.csr_matrix((data, indices, indptr), shape=(X.shape[0], self.n_neurons_))
+
+    def count(self, X, threshold):
+        """Number of active neurons of each query (``query(X, b).getnnz(axis=1)``
+        without building the output).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, dim) or (dim,)
+        threshold : float
+
+        Returns
+        -------
+        counts : ndarray of int64 of shape (n_queries,)
+        """
+        X, threshold = self._check_query(X, threshold)
+        if X.shape[0] == 0:
+            self._record(self.algorithm_, 0, None)
+            return np.zeros(0, dtype=np.int64)
+        algorithm, result = self._choose(X, threshold)
+        if algorithm == "brute":
+            counts = np.diff(self._run_brute(X, threshold).indptr).astype(np.int64)
+            self._record("brute", X.shape[0], None)
+            return counts
+        counts, stats = self._run_tree(X, threshold, True)
+        self._record("tree", X.shape[0], stats)
+        return counts
+
+    def __repr__(self):
+        return (f"ActiveNeuronIndex(n_neurons={self.n_neurons_}, dim={self.dim_}, "
+                f"dtype={self.dtype_}, algorithm={self.algorithm!r}, "
+                f"algorithm_={self.algorithm_!r})")

@@ -1,0 +1,410 @@
+"""ActiveNeuronIndex against a NumPy brute force, both directions.
+
+Integer-valued data make every inner product exact in float32 and float64,
+so there the reported set and values must equal the reference exactly,
+ties at the threshold included. Float data are compared within a rounding
+tolerance around the threshold.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import rtol_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from subquad import ActiveNeuronIndex
+from subquad.index._tree import build_tree, node_bounds
+
+DTYPES = [np.float32, np.float64]
+ALGORITHMS = ["tree", "brute", "auto"]
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def reference(W, X, threshold):
+    """Values <w_r, x_i> - b in float64 (exact for small integers)."""
+    X = np.atleast_2d(X)
+    return X.astype(np.float64) @ W.astype(np.float64).T - threshold
+
+
+def assert_exact(A, W, X, threshold):
+    values = reference(W, X, threshold)
+    assert sp.isspmatrix_csr(A)
+    assert A.shape == values.shape
+    assert A.dtype == W.dtype
+    assert A.has_sorted_indices
+    assert np.all(A.data > 0)
+    np.testing.assert_array_equal(A.toarray(), np.where(values > 0, values, 0))
+
+
+def assert_matches(A, W, X, threshold, dtype):
+    """Every reported neuron active and every active one reported, up to
+    rounding of values within `tol` of the threshold; values close."""
+    X = np.atleast_2d(X)
+    values = reference(W, X, threshold)
+    tol = 8 * rtol_for(dtype) * (np.abs(X).astype(np.float64) @ np.abs(W).T.astype(np.float64))
+    tol += 1e-30
+    assert A.shape == values.shape and A.has_sorted_indices and A.dtype == dtype
+    dense = A.toarray()
+    reported = dense > 0
+    assert np.all(values[reported] > -tol[reported]), "reported a neuron that is not active"
+    assert np.all(values[~reported] <= tol[~reported]), "missed an active neuron"
+    np.testing.assert_allclose(dense[reported], values[reported], rtol=rtol_for(dtype),
+                               atol=float(tol.max()))
+
+
+small_ints = st.integers(-3, 3)
+
+
+@st.composite
+def integer_problems(draw, max_neurons=60, max_dim=5, max_queries=6):
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(1, max_neurons))
+    dim = draw(st.integers(1, max_dim))
+    n_queries = draw(st.integers(0, max_queries))
+    W = np.array(draw(st.lists(small_ints, min_size=n * dim, max_size=n * dim)),
+                 dtype=dtype).reshape(n, dim)
+    X = np.array(draw(st.lists(small_ints, min_size=n_queries * dim,
+                               max_size=n_queries * dim)), dtype=dtype).reshape(n_queries, dim)
+    # Halves and integers: ties at the threshold are frequent.
+    threshold = draw(st.integers(-12, 12)) / 2
+    return W, X, threshold
+
+
+@SETTINGS
+@given(problem=integer_problems(), algorithm=st.sampled_from(ALGORITHMS),
+       leaf_size=st.integers(1, 8))
+def test_query_exact_on_integer_data(problem, algorithm, leaf_size):
+    W, X, threshold = problem
+    index = ActiveNeuronIndex(W, algorithm=algorithm, leaf_size=leaf_size)
+    A = index.query(X, threshold)
+    assert_exact(A, W, X, threshold)
+    np.testing.assert_array_equal(index.count(X, threshold), np.diff(A.indptr))
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), algorithm=st.sampled_from(["tree", "brute"]),
+       n=st.integers(1, 300), dim=st.integers(1, 8), n_queries=st.integers(1, 5))
+def test_query_matches_numpy_on_float_data(data, dtype, algorithm, n, dim, n_queries):
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    offset = data.draw(st.sampled_from([0.0, 3.0, 100.0]))
+    W = (rng.standard_normal((n, dim)) + offset).astype(dtype)
+    X = rng.standard_normal((n_queries, dim)).astype(dtype)
+    threshold = float(data.draw(st.floats(-3, 3)) * (1 + offset))
+    index = ActiveNeuronIndex(W, algorithm=algorithm, leaf_size=data.draw(st.integers(1, 16)))
+    assert_matches(index.query(X, threshold), W, X, threshold, dtype)
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), dim=st.integers(1, 6))
+def test_pruning_never_changes_the_computed_set_near_ties(data, dtype, dim):
+    """A tree of single-neuron leaves (tight bounds, heavy pruning) and a
+    tree that is one leaf compute each value with the same code, so if the
+    widened bounds are conservative they report identical sets and values,
+    even with thresholds placed on (rounded) values of the neurons."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    offset = data.draw(st.sampled_from([0.0, 1.0, 1e3]))
+    W = (offset + rng.standard_normal((400, dim)) * data.draw(st.sampled_from([1e-3, 1.0])))
+    W = W.astype(dtype)
+    X = rng.standard_normal((8, dim)).astype(dtype)
+    values = (X @ W.T).ravel()
+    # On a value, or one ulp to either side of it.
+    threshold = dtype(values[data.draw(st.integers(0, values.size - 1))])
+    step = data.draw(st.sampled_from([None, -np.inf, np.inf]))
+    threshold = float(threshold if step is None else np.nextafter(threshold, dtype(step)))
+    deep = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1).query(X, threshold)
+    flat = ActiveNeuronIndex(W, algorithm="tree", leaf_size=len(W)).query(X, threshold)
+    np.testing.assert_array_equal(deep.indptr, flat.indptr)
+    np.testing.assert_array_equal(deep.indices, flat.indices)
+    np.testing.assert_array_equal(deep.data, flat.data)
+    assert_matches(deep, W, X, threshold, dtype)
+
+
+@SETTINGS
+@given(problem=integer_problems(max_neurons=80, max_queries=4), data=st.data())
+def test_long_update_sequences_stay_exact(problem, data):
+    W, X, threshold = problem
+    W = W.copy()
+    if X.shape[0] == 0:
+        X = np.ones((1, W.shape[1]), dtype=W.dtype)
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=data.draw(st.integers(1, 6)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    for _ in range(data.draw(st.integers(1, 30))):
+        k = int(rng.integers(1, W.shape[0] + 1))
+        indices = rng.choice(W.shape[0], size=k, replace=False)
+        # Mostly small moves, sometimes far ones that force a rebuild.
+        scale = 1 if rng.random() < 0.8 else 6
+        rows = rng.integers(-3 * scale, 3 * scale + 1, (k, W.shape[1])).astype(W.dtype)
+        index.update(indices, rows)
+        W[indices] = rows
+        assert_exact(index.query(X, threshold), W, X, threshold)
+    np.testing.assert_array_equal(index.W_, W)
+
+
+def test_far_moves_trigger_rebuilds_and_rebuild_is_forced():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((2000, 3))
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=8)
+    assert index.n_rebuilds_ == 0 and index.radius_growth_ == 1.0
+    # Small moves: bounds grow a little, no rebuild.
+    index.update(np.arange(10), W[:10] + 1e-3)
+    assert index.n_rebuilds_ == 0 and 1.0 <= index.radius_growth_ < index.REBUILD_RADIUS_GROWTH
+    # Scattering many neurons far away degrades every bound.
+    moved = rng.choice(2000, 500, replace=False)
+    W[moved] = 10 * rng.standard_normal((500, 3))
+    W[:10] += 1e-3
+    index.update(moved, W[moved])
+    assert index.n_rebuilds_ == 1 and index.radius_growth_ == 1.0
+    index.rebuild()
+    assert index.n_rebuilds_ == 2
+    X = rng.standard_normal((20, 3))
+    assert_matches(index.query(X, 1.5), W, X, 1.5, np.float64)
+
+
+def test_update_accepts_a_single_row_and_a_mask():
+    W = np.arange(12, dtype=np.float64).reshape(6, 2)
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1)
+    index.update([-1], np.array([100.0, 0.0]))
+    mask = np.zeros(6, bool)
+    mask[[0, 2]] = True
+    index.update(mask, [[5.0, 5.0], [-1.0, -1.0]])
+    W[-1] = [100, 0]
+    W[[0, 2]] = [[5, 5], [-1, -1]]
+    X = np.array([[1.0, 0.0], [0.5, 0.5]])
+    assert_exact(index.query(X, 4.0), W, X, 4.0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_edge_cases(algorithm, dtype):
+    # Single neuron, dim 1, negative thresholds.
+    index = ActiveNeuronIndex(np.array([[2.0]], dtype=dtype), algorithm=algorithm)
+    assert_exact(index.query([[1.0], [-1.0], [0.0]], -1.0),
+                 np.array([[2.0]], dtype=dtype), np.array([[1.0], [-1.0], [0.0]]), -1.0)
+    # A 1-D X is one query; ties at b are inactive.
+    W = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 1]], dtype=dtype)
+    index = ActiveNeuronIndex(W, algorithm=algorithm, leaf_size=2)
+    A = index.query(np.array([1.0, 1.0]), 1.0)
+    assert A.shape == (1, 5)
+    assert A.indices.tolist() == [2, 4] and A.data.tolist() == [1.0, 1.0]
+    # Zero query: every inner product is 0, active iff b < 0.
+    assert index.query(np.zeros(2), 0.0).nnz == 0
+    np.testing.assert_array_equal(index.query(np.zeros(2), -0.5).toarray(), [[0.5] * 5])
+    # Empty query sets.
+    empty = index.query(np.empty((0, 2)), 0.0)
+    assert empty.shape == (0, 5) and empty.nnz == 0 and sp.isspmatrix_csr(empty)
+    assert index.count(np.empty((0, 2)), 0.0).shape == (0,)
+    assert index.last_query_stats_["n_queries"] == 0
+
+
+def test_all_duplicate_neurons_and_zero_rows():
+    W = np.vstack([np.tile([1.0, 2.0], (50, 1)), np.zeros((50, 2))])
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=3)
+    X = np.array([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]])
+    for b in (-1.0, 0.0, 3.0, 2.5):
+        assert_exact(index.query(X, b), W, X, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["tree", "brute"])
+def test_results_do_not_depend_on_threads(dtype, algorithm):
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((20000, 3)).astype(dtype)
+    X = rng.standard_normal((97, 3)).astype(dtype)
+    one, two = (ActiveNeuronIndex(W, algorithm=algorithm, n_threads=t).query(X, 1.5)
+                for t in (1, 2))
+    np.testing.assert_array_equal(one.indptr, two.indptr)
+    np.testing.assert_array_equal(one.indices, two.indices)
+    np.testing.assert_allclose(one.data, two.data, rtol=rtol_for(dtype))
+    assert_matches(two, W, X, 1.5, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tree_prunes_in_low_dimension_and_reports_stats(dtype):
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((50000, 2)).astype(dtype)
+    X = rng.standard_normal((40, 2)).astype(dtype)
+    index = ActiveNeuronIndex(W, algorithm="tree", n_threads=2)
+    A = index.query(X, 2.0)
+    assert_matches(A, W, X, 2.0, dtype)
+    stats = index.last_query_stats_
+    assert stats["algorithm"] == "tree" and stats["n_queries"] == 40
+    assert 0 < stats["evaluated_fraction"] < 0.2
+    assert stats["nodes_pruned"] > 0 and stats["nodes_visited"] > stats["nodes_pruned"]
+    # count never evaluates the nodes it reports whole.
+    np.testing.assert_array_equal(index.count(X, -1.0), np.diff(index.query(X, -1.0).indptr))
+    assert index.last_query_stats_["nodes_reported_whole"] > 0
+
+
+def test_auto_chooses_by_measured_pruning():
+    rng = np.random.default_rng(3)
+    high = ActiveNeuronIndex(rng.standard_normal((5000, 40)))
+    assert high.algorithm_ == "brute" and "dim 40" in high.algorithm_reason_
+    assert high.n_nodes_ == 0
+    low = ActiveNeuronIndex(rng.standard_normal((100000, 2)).astype(np.float32))
+    X = rng.standard_normal((256, 2)).astype(np.float32)
+    A = low.query(X, 2.5)
+    assert low.algorithm_ == "tree" and "measured" in low.algorithm_reason_
+    assert_matches(A, low.W_, X, 2.5, np.float32)
+    # A threshold below every value makes every neuron active: brute wins.
+    low.query(X, -100.0)
+    assert low.algorithm_ == "brute"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tree_kernels_against_numpy(dtype):
+    rng = np.random.default_rng(4)
+    W = np.vstack([rng.standard_normal((300, 3)), np.zeros((20, 3)),
+                   np.tile([[1.0, -1.0, 0.5]], (30, 1))]).astype(dtype)
+    order, nodes, parent = build_tree(W, 7)
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(W)))
+    start, end, right = nodes.T
+    assert start[0] == 0 and end[0] == len(W) and parent[0] == -1
+    for k in np.flatnonzero(right >= 0):
+        assert (start[k + 1], end[k + 1]) == (start[k], start[right[k]])
+        assert end[right[k]] == end[k] and parent[k + 1] == parent[right[k]] == k
+    assert np.all(end[right < 0] - start[right < 0] <= 7)
+    W_tree = W[order]
+    bounds = node_bounds(W_tree, nodes, 1.0, 2)
+    for k in range(len(nodes)):
+        rows = W_tree[start[k]:end[k]].astype(np.float64)
+        np.testing.assert_allclose(bounds[k, :3], rows.mean(axis=0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(bounds[k, 3:6], rows.min(axis=0))
+        np.testing.assert_array_equal(bounds[k, 6:9], rows.max(axis=0))
+        np.testing.assert_allclose(
+            bounds[k, 9], np.linalg.norm(rows - bounds[k, :3], axis=1).max(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_pickle_round_trip(algorithm):
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((6000, 3)).astype(np.float32)
+    X = rng.standard_normal((30, 3)).astype(np.float32)
+    index = ActiveNeuronIndex(W, algorithm=algorithm)
+    index.update([0, 1], np.ones((2, 3)))
+    clone = pickle.loads(pickle.dumps(index))
+    for A, B in [(index.query(X, 1.0), clone.query(X, 1.0))]:
+        np.testing.assert_array_equal(A.indices, B.indices)
+        np.testing.assert_array_equal(A.data, B.data)
+    clone.update([2], np.zeros(3))
+    W[[0, 1]] = 1
+    W[2] = 0
+    assert_matches(clone.query(X, 1.0), W, X, 1.0, np.float32)
+    assert clone.dtype_ == np.float32 and clone.algorithm == algorithm
+
+
+GOOD_W = np.ones((4, 2))
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(W=np.array([[1.0, np.nan]])), ValueError, "W"),
+    (dict(W=np.array([[1.0, np.inf]])), ValueError, "W"),
+    (dict(W=np.ones((2, 2, 2))), ValueError, "W"),
+    (dict(W=np.ones(3)), ValueError, "W"),
+    (dict(W=np.empty((0, 2))), ValueError, "W"),
+    (dict(W=[["a", "b"]]), TypeError, "W"),
+    (dict(W=GOOD_W, algorithm="kd"), ValueError, "algorithm"),
+    (dict(W=GOOD_W, leaf_size=0), ValueError, "leaf_size"),
+    (dict(W=GOOD_W, leaf_size=2.5), ValueError, "leaf_size"),
+    (dict(W=GOOD_W, n_threads=0), ValueError, "n_threads"),
+])
+def test_constructor_errors_name_the_argument(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        ActiveNeuronIndex(**kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["tree", "brute"])
+@pytest.mark.parametrize("X, threshold, error, name", [
+    (np.ones((2, 3)), 0.0, ValueError, "X"),
+    (np.ones(3), 0.0, ValueError, "X"),
+    (np.ones((2, 2, 2)), 0.0, ValueError, "X"),
+    (np.array([[np.nan, 1.0]]), 0.0, ValueError, "X"),
+    (np.array([[np.inf, 1.0]]), 0.0, ValueError, "X"),
+    ([["a", "b"]], 0.0, TypeError, "X"),
+    (sp.csr_matrix(np.ones((1, 2))), 0.0, TypeError, "X"),
+    (np.ones((1, 2)), np.nan, ValueError, "threshold"),
+    (np.ones((1, 2)), np.inf, ValueError, "threshold"),
+    (np.ones((1, 2)), "1", TypeError, "threshold"),
+    (np.ones((1, 2)), np.ones(2), TypeError, "threshold"),
+])
+def test_query_errors_name_the_argument(algorithm, X, threshold, error, name):
+    index = ActiveNeuronIndex(GOOD_W, algorithm=algorithm)
+    with pytest.raises(error, match=name):
+        index.query(X, threshold)
+    with pytest.raises(error, match=name):
+        index.count(X, threshold)
+
+
+@pytest.mark.parametrize("indices, rows, error, name", [
+    ([4], np.ones((1, 2)), ValueError, "indices"),
+    ([0, 0], np.ones((2, 2)), ValueError, "indices"),
+    ([[0]], np.ones((1, 2)), TypeError, "indices"),
+    ([0.5], np.ones((1, 2)), TypeError, "indices"),
+    ([0, 1], np.ones((1, 2)), ValueError, "rows"),
+    ([0], np.ones((1, 3)), ValueError, "rows"),
+    ([0], np.array([[np.nan, 0.0]]), ValueError, "rows"),
+    ([0], [["a", "b"]], TypeError, "rows"),
+])
+def test_update_errors_name_the_argument(indices, rows, error, name):
+    index = ActiveNeuronIndex(GOOD_W, algorithm="tree")
+    with pytest.raises(error, match=name):
+        index.update(indices, rows)
+    np.testing.assert_array_equal(index.W_, GOOD_W)
+
+
+# ---------------------------------------------------------------- estimators
+
+def _low_dimensional_data(n, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, dim))
+    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_predictions_with_index_equal_brute(dtype):
+    from subquad import SparseMLPClassifier
+
+    X, y = _low_dimensional_data(600)
+    clf = SparseMLPClassifier(hidden_layer_sizes=(3000, 64), max_iter=3, random_state=0,
+                              dtype=dtype, first_layer_index=False)
+    with pytest.warns(Warning):
+        clf.fit(X, y)
+    brute_proba, brute_classes = clf.predict_proba(X), clf.predict(X)
+    clf.set_params(first_layer_index=True)
+    np.testing.assert_allclose(clf.predict_proba(X), brute_proba, rtol=rtol_for(dtype),
+                               atol=10 * rtol_for(dtype))
+    np.testing.assert_array_equal(clf.predict(X), brute_classes)
+    index = clf._network._index
+    assert index.algorithm_ == "tree" and index.n_neurons_ == 3000 and index.dim_ == 5
+    # The cached index is reused while the weights stand still, and dropped
+    # from pickles.
+    clf.predict(X[:10])
+    assert clf._network._index is index
+    assert not hasattr(pickle.loads(pickle.dumps(clf))._network, "_index")
+
+
+def test_regressor_index_is_rebuilt_after_training_and_auto_rules():
+    from subquad import SparseMLPRegressor
+
+    X, _ = _low_dimensional_data(2100, dim=3, seed=1)
+    y = np.sin(X[:, 0]) + X[:, 1]
+    reg = SparseMLPRegressor(hidden_layer_sizes=(1 << 15,), max_iter=1, random_state=0,
+                             batch_size=1024, first_layer_index="auto")
+    with pytest.warns(Warning):
+        reg.fit(X, y)
+    reg.predict(X[:100])  # too few rows to pay for a build
+    assert getattr(reg._network, "_index", None) is None
+    with_index = reg.predict(X)  # 2100 rows, width 2**15, dim 3: the index
+    index = reg._network._index
+    assert index is not None and index.algorithm_ in ("tree", "brute")
+    reg.set_params(first_layer_index=False)
+    np.testing.assert_allclose(with_index, reg.predict(X), rtol=1e-4, atol=1e-4)
+    reg.set_params(first_layer_index="auto").partial_fit(X, y)
+    reg.predict(X)
+    assert reg._network._index is not index  # the weights moved: rebuilt
+    with pytest.raises(ValueError, match="first_layer_index"):
+        SparseMLPRegressor(first_layer_index="yes").fit(X, y)
