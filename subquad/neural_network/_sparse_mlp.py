@@ -21,6 +21,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .._threads import effective_n_threads
 from ._init import active_probability, auto_threshold, data_scaled_layer, hidden_std
+from ._gauss_newton import LOSSES as GN_LOSSES
+from ._gauss_newton import METHODS as GN_METHODS
+from ._gauss_newton import GaussNewton, NonFiniteLossError, check_system_size
 from ._network import DenseNetwork, Optimizer, SparseNetwork
 
 _PREDICT_CHUNK = 4096
@@ -31,12 +34,21 @@ _INIT_SAMPLE = 1024
 _ADAPT_GAIN = 0.05
 _ADAPT_MAX_STEP = 0.05
 _PROGRESS_SECONDS = 5.0
+# batch_size='auto' with solver='gauss-newton': the whole training set when
+# its system n_samples * n_outputs has at most this many rows.
+_GN_AUTO_SYSTEM = 4096
 
 
 def _outputs(network, X):
     """Network outputs for validated X, computed in row chunks."""
     return np.vstack([network.forward(X[i:i + _PREDICT_CHUNK])[1]
                       for i in range(0, X.shape[0], _PREDICT_CHUNK)])
+
+
+def _active_fractions(activations):
+    return np.array([
+        A.nnz / (A.shape[0] * A.shape[1]) if sp.issparse(A) else np.count_nonzero(A) / A.size
+        for A in activations[1:]])
 
 
 class DivergenceError(ValueError):
@@ -88,6 +100,12 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         n_threads=None,
         dtype=np.float32,
         engine="sparse",
+        gn_solver="auto",
+        gn_damping=1e-3,
+        gn_sketch_size="auto",
+        gn_cg_tol=1e-6,
+        gn_cg_max_iter=200,
+        gn_loss="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.threshold = threshold
@@ -114,6 +132,12 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.n_threads = n_threads
         self.dtype = dtype
         self.engine = engine
+        self.gn_solver = gn_solver
+        self.gn_damping = gn_damping
+        self.gn_sketch_size = gn_sketch_size
+        self.gn_cg_tol = gn_cg_tol
+        self.gn_cg_max_iter = gn_cg_max_iter
+        self.gn_loss = gn_loss
 
     # ------------------------------------------------------------ validation
 
@@ -137,8 +161,19 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.target_active_fraction != "auto":
             _check_real(self.target_active_fraction, "target_active_fraction ('auto' or a number)",
                         low=0, high=1, low_open=True, high_open=True)
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"solver must be 'sgd' or 'adam', got {self.solver!r}")
+        if self.solver not in ("sgd", "adam", "gauss-newton"):
+            raise ValueError(
+                f"solver must be 'sgd', 'adam' or 'gauss-newton', got {self.solver!r}")
+        if self.gn_solver not in GN_METHODS:
+            raise ValueError(f"gn_solver must be one of {GN_METHODS}, got {self.gn_solver!r}")
+        _check_real(self.gn_damping, "gn_damping", low=0, low_open=True)
+        if self.gn_sketch_size != "auto":
+            _check_positive_int(self.gn_sketch_size, "gn_sketch_size ('auto' or an integer)")
+        _check_real(self.gn_cg_tol, "gn_cg_tol", low=0, high=1, low_open=True, high_open=True)
+        _check_positive_int(self.gn_cg_max_iter, "gn_cg_max_iter")
+        allowed_losses = ("auto",) + (GN_LOSSES if is_classifier(self) else ("squared",))
+        if self.gn_loss not in allowed_losses:
+            raise ValueError(f"gn_loss must be one of {allowed_losses}, got {self.gn_loss!r}")
         if self.engine not in ("sparse", "dense"):
             raise ValueError(f"engine must be 'sparse' or 'dense', got {self.engine!r}")
         _check_real(self.alpha, "alpha", low=0)
@@ -243,8 +278,11 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
             network = self._new_network(X, widths, Y.shape[1], rng)
         network.n_threads = effective_n_threads(self.n_threads)
-        network.start_training(self._optimizer())
         state = self._training_state(network, continuing)
+        if self.solver == "gauss-newton":
+            state["gauss_newton"] = self._gauss_newton_solver(rng, continuing)
+        else:
+            network.start_training(self._optimizer())
         try:
             if incremental:
                 self._run_epochs(network, X, Y, rng, state, max_epochs=1, incremental=True)
@@ -281,7 +319,23 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             "targets": self._targets(network.thresholds), "best_params": None,
         }
 
-    def _batch_size(self, n_samples):
+    def _gauss_newton_solver(self, rng, continuing):
+        loss = self.gn_loss
+        if loss == "auto":
+            loss = "cross-entropy" if is_classifier(self) else "squared"
+        solver = GaussNewton(loss, self.gn_solver, self.gn_damping, self.gn_sketch_size,
+                             self.gn_cg_tol, self.gn_cg_max_iter, rng)
+        previous = getattr(self, "_gauss_newton", None) if continuing else None
+        if previous is not None:
+            solver.damping = previous.damping
+            solver.history = list(previous.history)
+        return solver
+
+    def _batch_size(self, n_samples, n_outputs):
+        if self.batch_size == "auto" and self.solver == "gauss-newton":
+            if n_samples * n_outputs <= _GN_AUTO_SYSTEM:
+                return n_samples
+            return max(1, _GN_AUTO_SYSTEM // n_outputs)
         if self.batch_size == "auto":
             return min(200, n_samples)
         if self.batch_size > n_samples:
@@ -302,7 +356,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 X, X_val, Y, Y_val = train_test_split(
                     X, Y, test_size=self.validation_fraction, random_state=split_seed)
         n_samples = X.shape[0]
-        batch_size = self._batch_size(n_samples)
+        batch_size = self._batch_size(n_samples, Y.shape[1])
+        if self.solver == "gauss-newton":
+            check_system_size(batch_size, Y.shape[1])
         widths = network.widths
         for _ in range(max_epochs):
             start = time.perf_counter()
@@ -324,7 +380,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                     last_progress = now
             state["n_iter"] += 1
             state["t"] += n_samples
-            penalty = 0.5 * self.alpha * network.squared_weight_norm() / batch_size
+            penalty = (0.0 if self.solver == "gauss-newton"
+                       else 0.5 * self.alpha * network.squared_weight_norm() / batch_size)
             epoch_loss = total_loss / n_samples + penalty
             state["loss_curve"].append(epoch_loss)
             state["active_history"].append(active / n_samples)
@@ -375,6 +432,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         return False
 
     def _step(self, network, X, Y, state):
+        if self.solver == "gauss-newton":
+            return self._gauss_newton_step(network, X, Y, state)
         activations, output = network.forward(X)
         loss, error = self._loss_and_error(output, Y)
         if not np.isfinite(loss) or not np.all(np.isfinite(error)):
@@ -391,9 +450,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 f"{type(self).__name__}: an update became non-finite at iteration "
                 f"{state['n_iter'] + 1}; the affected weights were left unchanged and "
                 "training stopped. Lower learning_rate_init or standardise the inputs.")
-        active = np.array([
-            A.nnz / (A.shape[0] * A.shape[1]) if sp.issparse(A) else np.count_nonzero(A) / A.size
-            for A in activations[1:]])
+        active = _active_fractions(activations)
         if self.adapt_threshold:
             for layer, (fraction, target) in enumerate(zip(active, state["targets"])):
                 b = network.thresholds[layer]
@@ -402,6 +459,19 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 network.thresholds[layer] = b + float(np.clip(step, -_ADAPT_MAX_STEP,
                                                               _ADAPT_MAX_STEP))
         return loss, active
+
+    def _gauss_newton_step(self, network, X, Y, state):
+        """One damped Gauss-Newton step. Thresholds stay fixed: moving them
+        would change the function whose loss the damping test compares."""
+        try:
+            loss, activations = state["gauss_newton"].step(network, X, Y)
+        except NonFiniteLossError:
+            raise DivergenceError(
+                f"{type(self).__name__}: the loss became non-finite at iteration "
+                f"{state['n_iter'] + 1}; training stopped before applying the step. "
+                "Standardise the inputs and targets. A previously fitted model is unchanged "
+                "by fit, and partial_fit/warm_start keep the last finite weights.") from None
+        return loss, _active_fractions(activations)
 
     def _commit(self, network, rng, state):
         coefs, intercepts = network.export()
@@ -424,6 +494,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.active_fraction_ = state["active_history"][-1]
         self._targets_ = state["targets"]
         self._no_improvement_count = state["no_improvement"]
+        self._gauss_newton = state.get("gauss_newton")
+        self.gauss_newton_history_ = (None if self._gauss_newton is None
+                                      else self._gauss_newton.history)
 
     # ------------------------------------------------------------ prediction
 
