@@ -48,9 +48,6 @@ from ._gauss_newton_backprop import backprop_active_blocks
 
 LOSSES = ("squared", "cross-entropy")
 METHODS = ("auto", "cholesky", "sketch-cg")
-# 'auto' uses Cholesky up to this system size n*C and sketch-preconditioned
-# CG above it (measured with bench/gauss_newton.py, see the README).
-AUTO_CHOLESKY_MAX = 3000
 # Largest Gram accepted before allocating it: 2 GiB of float64.
 MAX_GRAM_BYTES = 2 << 30
 _SHRINK = 1.0 / 3.0
@@ -410,8 +407,9 @@ class GaussNewton:
         Initial λ, relative to the mean diagonal of the (curvature-weighted)
         Gram. Adapted after every step and kept across steps.
     sketch_size : 'auto' or int
-        Columns of the Jacobian sketch for 'sketch-cg'; 'auto' is
-        ``min(n*C, 512)``.
+        Columns of the Jacobian sketch for 'sketch-cg'; 'auto' is ``2 n*C``
+        (a subspace embedding needs more columns than rows: with fewer, the
+        preconditioner was measured to save no iterations).
     cg_tol : float
         Relative residual at which CG stops.
     cg_max_iter : int
@@ -439,10 +437,12 @@ class GaussNewton:
         self.rng = rng
         self.history = []
 
-    def _method_for(self, size):
-        if self.method == "auto":
-            return "cholesky" if size <= AUTO_CHOLESKY_MAX else "sketch-cg"
-        return self.method
+    def _method_for(self):
+        # 'auto' is Cholesky at every size the Gram may have: bench/gauss_newton.py
+        # found no n*C (up to 3000, 2 cores) at which sketch-CG was faster, since
+        # a preconditioner that cuts iterations needs s >= 2 n*C columns and its
+        # QR (n*C * s^2) then costs more than Cholesky ((n*C)^3 / 3).
+        return "cholesky" if self.method == "auto" else self.method
 
     def step(self, network, X, Y):
         """One damped step on the batch (X, Y).
@@ -475,10 +475,10 @@ class GaussNewton:
         size = len(gram)
         scale = float(np.mean(np.diag(gram)))
         scale = scale if scale > 0 else 1.0
-        method = self._method_for(size)
+        method = self._method_for()
         preconditioner = None
         if method == "sketch-cg":
-            sketch_size = (min(size, 512) if self.sketch_size == "auto"
+            sketch_size = (2 * size if self.sketch_size == "auto"
                            else int(self.sketch_size))
             sketch = jacobian_sketch(factors, sketch_size, self.rng.integers(2**31 - 1))
             if root is not None:
