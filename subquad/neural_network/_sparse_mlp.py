@@ -538,17 +538,25 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         otherwise, and the cost of a step grows with it).
     target_active_fraction : 'auto' or float in (0, 1), default='auto'
         'auto': P(Z > b) for the initial threshold b and Z ~ N(0, 1).
-    solver : {'adam', 'sgd'}, default='adam'
+    solver : {'adam', 'sgd', 'gauss-newton'}, default='adam'
         Adam or SGD with momentum, as in scikit-learn. Hidden weights are
         updated lazily: an entry and its optimizer state change only when
         the batch gives it a gradient (as in sparse Adam); biases and the
-        output layer are updated densely.
+        output layer are updated densely. 'gauss-newton': one
+        Levenberg–Marquardt-damped Gauss–Newton step per batch (generalised
+        Gauss–Newton for the softmax cross-entropy), solved in the n·C × n·C
+        space of the batch's Jacobian Gram and applied as a sparse rank-≤n
+        update per layer; thresholds stay fixed (`adapt_threshold`,
+        `alpha` and the learning-rate parameters are not used). See
+        DESIGN.md §5 and the README.
     alpha : float, default=1e-4
         Strength of the L2 penalty, applied as decoupled weight decay
         (weights shrink by ``lr * alpha / batch_size`` each step) so that
         steps stay sparse.
     batch_size : int or 'auto', default='auto'
-        ``min(200, n_samples)`` when 'auto'.
+        ``min(200, n_samples)`` when 'auto'. With 'gauss-newton', 'auto'
+        is the whole training set when ``n_samples * n_outputs <= 4096``
+        (a full-batch step) and ``4096 // n_outputs`` samples otherwise.
     learning_rate_init : float, default=0.001
     max_iter : int, default=200
         Maximum number of epochs.
@@ -577,6 +585,27 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         'dense' trains the same network (initialisation, loss, optimizer,
         batching) with dense NumPy/BLAS products and dense optimizer
         updates: the baseline subquad is measured against.
+    gn_solver : {'auto', 'cholesky', 'sketch-cg'}, default='auto'
+        How 'gauss-newton' solves its damped system: Cholesky (with an
+        eigendecomposition fallback when the system is singular), or
+        conjugate gradient preconditioned by the QR of a TensorSRHT sketch
+        of the Jacobian rows (never formed). 'auto' is 'cholesky': no size
+        at which 'sketch-cg' is faster has been measured (see the README).
+    gn_damping : float > 0, default=1e-3
+        Initial Levenberg–Marquardt damping, relative to the mean diagonal of
+        the Gram; adapted after every step.
+    gn_sketch_size : int or 'auto', default='auto'
+        Sketch columns for 'sketch-cg'; 'auto' is ``2 * batch * n_outputs``.
+    gn_cg_tol : float in (0, 1), default=1e-6
+        Relative residual at which 'sketch-cg' stops.
+    gn_cg_max_iter : int, default=200
+        Iteration cap of 'sketch-cg' (the step is then inexact; the damping
+        test still guards it).
+    gn_loss : {'auto', 'cross-entropy', 'squared'}, default='auto'
+        Loss of the Gauss–Newton step: 'auto' is the softmax cross-entropy
+        (generalised Gauss–Newton) for the classifier and the squared loss
+        for the regressor; the classifier also accepts 'squared' (squared
+        loss on one-hot targets).
 
     Attributes
     ----------
@@ -598,6 +627,12 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         Training samples seen.
     n_layers_, n_outputs_, n_features_in_, feature_names_in_
         As in scikit-learn.
+    gauss_newton_history_ : list of dict or None
+        With 'gauss-newton', one record per step: ``loss_before``,
+        ``loss_after`` (batch loss, of the Gauss–Newton loss), ``accepted``,
+        ``damping``, ``gain_ratio``, ``attempts``, ``method``,
+        ``cg_iterations``, ``cg_converged``, ``system_size`` and ``time``
+        (seconds). None for the other solvers.
 
     Examples
     --------
@@ -675,7 +710,8 @@ class SparseMLPRegressor(RegressorMixin, BaseSparseMLP):
 
     Parameters
     ----------
-    See `SparseMLPClassifier`; every parameter means the same here.
+    See `SparseMLPClassifier`; every parameter means the same here, except
+    that `gn_loss` accepts only 'auto' and 'squared'.
 
     Attributes
     ----------
