@@ -44,7 +44,7 @@ from scipy.special import log_softmax
 from .._threads import blas_threads_limited, threads_for_work
 from ..linalg import lowrank_update_
 from ..sketch import TensorSRHT
-from ._gauss_newton_backprop import backprop_active_blocks
+from ._gauss_newton_backprop import backprop_active_blocks, sparse_row_gram
 
 LOSSES = ("squared", "cross-entropy")
 METHODS = ("auto", "cholesky", "sketch-cg")
@@ -169,10 +169,13 @@ def jacobian_factors(network, activations):
     for layer in range(n_hidden - 1, 0, -1):
         inner, outer = patterns[layer - 1], patterns[layer]
         values = np.empty((inner.nnz, network.W_out.shape[1]))
+        positions = sp.csr_matrix((np.arange(inner.nnz, dtype=np.int64), inner.indices,
+                                   inner.indptr), shape=inner.shape).tocsc()
         backprop_active_blocks(
             network.hidden_W[layer], float(network.scales[layer]),
-            np.ascontiguousarray(inner.indices, dtype=np.int32),
-            np.ascontiguousarray(inner.indptr, dtype=np.int64),
+            np.ascontiguousarray(positions.indptr, dtype=np.int64),
+            np.ascontiguousarray(positions.indices, dtype=np.int32),
+            np.ascontiguousarray(positions.data, dtype=np.int64),
             np.ascontiguousarray(outer.indices, dtype=np.int32),
             np.ascontiguousarray(outer.indptr, dtype=np.int64),
             backprop[layer], values,
@@ -182,16 +185,21 @@ def jacobian_factors(network, activations):
                            network.W_out.shape[1])
 
 
-def _input_gram(H):
-    """``H Hᵀ + 1`` as a dense float64 array."""
-    if sp.issparse(H):
-        H = H.astype(np.float64)
-        gram = (H @ H.T).toarray()
-    else:
-        H = np.asarray(H, dtype=np.float64)
-        gram = H @ H.T
-    gram += 1.0
-    return gram
+def _row_gram(A, n_threads):
+    """``A Aᵀ`` as a dense float64 array (A dense, or CSR with few entries
+    per column, by `sparse_row_gram`)."""
+    if not sp.issparse(A):
+        A = np.asarray(A, dtype=np.float64)
+        return A @ A.T
+    A = sp.csr_matrix(A, dtype=np.float64)
+    columns = A.tocsc()
+    out = np.empty((A.shape[0], A.shape[0]))
+    sparse_row_gram(A.data, np.ascontiguousarray(A.indices, dtype=np.int32),
+                    np.ascontiguousarray(A.indptr, dtype=np.int64), columns.data,
+                    np.ascontiguousarray(columns.indices, dtype=np.int32),
+                    np.ascontiguousarray(columns.indptr, dtype=np.int64), out,
+                    threads_for_work(n_threads, A.nnz * A.nnz / max(A.shape[1], 1)))
+    return out
 
 
 def check_system_size(n_samples, n_outputs):
@@ -204,15 +212,15 @@ def check_system_size(n_samples, n_outputs):
             f"GiB (limit {MAX_GRAM_BYTES / 2**30:.0f} GiB). Use a smaller batch_size.")
 
 
-def jacobian_gram(factors):
+def jacobian_gram(factors, n_threads=1):
     """``J Jᵀ`` (n*C × n*C, float64) from the factors, without forming J."""
     n, C = factors.n_samples, factors.n_outputs
     check_system_size(n, C)
     repeat = np.repeat(np.arange(n), C)
-    gram = np.kron(_input_gram(factors.patterns[-1]), np.eye(C))
+    gram = np.kron(_row_gram(factors.patterns[-1], n_threads) + 1.0, np.eye(C))
     for layer, H_in in enumerate(factors.inputs):
-        V = factors.backprop_csr(layer)
-        gram += _input_gram(H_in)[np.ix_(repeat, repeat)] * (V @ V.T).toarray()
+        inputs = _row_gram(H_in, n_threads) + 1.0
+        gram += inputs[np.ix_(repeat, repeat)] * _row_gram(factors.backprop_csr(layer), n_threads)
     return gram
 
 
@@ -468,7 +476,7 @@ class GaussNewton:
         if not np.isfinite(loss_before) or not np.all(np.isfinite(rhs)):
             raise NonFiniteLossError("the loss or residual of the batch is not finite")
         factors = jacobian_factors(network, activations)
-        raw_gram = jacobian_gram(factors)
+        raw_gram = jacobian_gram(factors, network.n_threads)
         gram = raw_gram
         if root is not None:
             gram = _mix_samples(root, _mix_samples(root, raw_gram).T)
