@@ -180,6 +180,18 @@ def test_undo_restores_the_parameters():
     np.testing.assert_allclose(true_parameters(network), before, rtol=1e-14, atol=1e-14)
 
 
+def test_an_update_that_would_overflow_changes_nothing():
+    network, X = tiny_network(1)
+    network.hidden_W = [W.astype(np.float32) for W in network.hidden_W]
+    network.dtype = np.dtype(np.float32)
+    activations, _ = network.forward(X.astype(np.float32))
+    factors = gn.jacobian_factors(network, activations)
+    before = true_parameters(network)
+    for bad in (np.full((5, 1), 1e38), np.full((5, 1), np.nan)):
+        assert not gn.apply_direction(network, factors, bad)
+        np.testing.assert_array_equal(true_parameters(network), before)
+
+
 # ---------------------------------------------------------------- solvers
 
 
@@ -291,6 +303,17 @@ def test_regression_fit_drives_the_training_loss_down(dtype, gn_solver):
     assert mse == pytest.approx(2 * history[-1]["loss_after"], rel=1e-2)
     if gn_solver == "sketch-cg":
         assert all(r["cg_iterations"] > 0 for r in history)
+
+
+def test_dense_engine_takes_the_same_steps():
+    X, y = regression_data()
+    histories = [SparseMLPRegressor(hidden_layer_sizes=(128, 128), solver="gauss-newton",
+                                    engine=engine, max_iter=4, tol=0, random_state=0,
+                                    dtype=np.float64).fit(X, y).gauss_newton_history_
+                 for engine in ("sparse", "dense")]
+    for sparse_record, dense_record in zip(*histories):
+        assert sparse_record["loss_after"] == pytest.approx(dense_record["loss_after"],
+                                                            rel=1e-6)
 
 
 @pytest.mark.parametrize("gn_loss", ["auto", "squared"])

@@ -67,12 +67,14 @@ class NonFiniteLossError(ValueError):
 
 
 def objective(output, Y, loss):
-    """Mean loss of the batch: ``0.5 ||f − y||²`` or softmax cross-entropy."""
+    """Mean loss of the batch: ``0.5 ||f − y||²`` or softmax cross-entropy
+    (infinite or NaN when it overflows: callers test it)."""
     output = output.astype(np.float64)
-    if loss == "squared":
-        residual = output - Y
-        return 0.5 * float(np.sum(residual * residual)) / len(Y)
-    return -float(np.sum(Y * log_softmax(output, axis=1))) / len(Y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if loss == "squared":
+            residual = output - Y
+            return 0.5 * float(np.sum(residual * residual)) / len(Y)
+        return -float(np.sum(Y * log_softmax(output, axis=1))) / len(Y)
 
 
 def curvature(output, Y, loss):
@@ -236,15 +238,40 @@ def _layer_updates(factors, coefficients):
     return updates
 
 
+def _representable(factors, updates, coefficients, dtype):
+    """Whether every change stays finite in `dtype`: a bound on each entry of
+    ``H_{l-1}ᵀ V'_l`` (max |h| · n · max |v'|) and of the output layer's."""
+    limit = np.finfo(dtype).max / 4
+    n = factors.n_samples
+    largest_coefficient = np.abs(coefficients).max(initial=0.0)
+    pairs = [(H_in, update.data) for H_in, update in zip(factors.inputs, updates)]
+    pairs.append((factors.patterns[-1], coefficients))
+    for H_in, values in pairs:
+        h_max = np.abs(H_in.data if sp.issparse(H_in) else H_in).max(initial=0.0)
+        v_max = np.abs(values).max(initial=0.0)
+        if not (np.isfinite(v_max) and max(h_max, 1.0) * n * v_max < limit):
+            return False
+    return bool(np.isfinite(largest_coefficient) and n * largest_coefficient < limit)
+
+
 def apply_direction(network, factors, coefficients, sign=-1.0):
     """Add ``sign * Σ_{i,k} A_{ik} ∂f_{ik}/∂θ`` to every parameter in place.
 
     ``sign=-1`` applies the Gauss–Newton step; ``sign=+1`` undoes it (exactly
     up to one rounding per touched weight).
+
+    Returns
+    -------
+    bool
+        False, with nothing changed, if a change would not be finite in the
+        network's dtype.
     """
     dtype = network.dtype
     coefficients = np.asarray(coefficients, dtype=np.float64)
-    for layer, update in enumerate(_layer_updates(factors, coefficients)):
+    updates = _layer_updates(factors, coefficients)
+    if not _representable(factors, updates, coefficients, dtype):
+        return False
+    for layer, update in enumerate(updates):
         H_in = factors.inputs[layer]
         U = H_in.T.tocsr() if sp.issparse(H_in) else sp.csr_matrix(np.asarray(H_in).T)
         lowrank_update_(network.hidden_W[layer], U, update,
@@ -254,6 +281,7 @@ def apply_direction(network, factors, coefficients, sign=-1.0):
     H_last = factors.patterns[-1].astype(np.float64)
     network.W_out += (sign * np.asarray(H_last.T @ coefficients)).astype(dtype)
     network.c_out += (sign * coefficients.sum(axis=0)).astype(dtype)
+    return True
 
 
 # ------------------------------------------------------------------ solvers
@@ -511,9 +539,7 @@ class GaussNewton:
             coefficients = alpha.reshape(-1, network.W_out.shape[1])
             if root is not None:
                 coefficients = np.einsum("iab,ib->ia", root, coefficients)
-            loss_after = np.inf
-            if np.all(np.isfinite(coefficients)):
-                apply_direction(network, factors, coefficients)
+            if apply_direction(network, factors, coefficients):
                 loss_after = objective(network.forward(X)[1], Y, self.loss)
                 if np.isfinite(loss_after) and loss_after < loss_before:
                     predicted = _predicted_decrease(raw_gram, root, gradient, coefficients)
