@@ -361,18 +361,27 @@ def _mix_samples(root, matrix):
 class SketchPreconditioner:
     """``P ≈ Y Yᵀ + λI`` from the sketch Y of the Jacobian rows.
 
-    Y = Q R (thin QR, cost nC·s²) and the SVD of the small R give
-    ``Y Yᵀ = Û Σ² Ûᵀ``. As in randomised Nyström preconditioning, directions
-    outside span(Û) are scaled by the smallest retained eigenvalue:
-    ``P⁻¹ = (σ_min² + λ) Û (Σ² + λ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``. When s ≥ nC this is
-    ``(Y Yᵀ + λI)⁻¹`` up to a constant factor, which CG ignores.
+    The thin QR of the tall side of the sketch and the SVD of its small R
+    give ``Y Yᵀ = Û Σ² Ûᵀ`` (s ≥ nC: ``Yᵀ = QR``, ``Y Yᵀ = RᵀR``, cost
+    s·(nC)²; s < nC: ``Y = QR``, cost nC·s²). As in randomised Nyström
+    preconditioning, directions outside span(Û) are scaled by the smallest
+    retained eigenvalue: ``P⁻¹ = (σ_min² + λ) Û (Σ² + λ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``.
+    When s ≥ nC this is ``(Y Yᵀ + λI)⁻¹`` up to a constant factor, which CG
+    ignores. λ enters only through Σ, so one factorisation serves every
+    damping the step tries.
     """
 
     def __init__(self, sketch):
-        Q, R = np.linalg.qr(sketch, mode="reduced")
-        U_small, singular, _ = np.linalg.svd(R, full_matrices=False)
+        if sketch.shape[1] >= sketch.shape[0]:
+            R = np.linalg.qr(sketch.T, mode="r")
+            _, singular, right = np.linalg.svd(R, full_matrices=False)
+            basis = right.T
+        else:
+            Q, R = np.linalg.qr(sketch, mode="reduced")
+            left, singular, _ = np.linalg.svd(R, full_matrices=False)
+            basis = Q @ left
         keep = singular > 1e-10 * max(singular.max(initial=0.0), 1e-300)
-        self.basis = Q @ U_small[:, keep]
+        self.basis = basis[:, keep]
         self.eigenvalues = singular[keep] ** 2
         self.full_rank = self.basis.shape[1] == sketch.shape[0]
 
