@@ -53,8 +53,11 @@ MAX_GRAM_BYTES = 2 << 30
 _SHRINK = 1.0 / 3.0
 _GROW = 10.0
 _GROW_POOR_FIT = 2.0
-# Systems smaller than this are solved with single-threaded BLAS.
-_SMALL_SOLVE = 2048
+# Dense factorisations (Cholesky, the preconditioner's QR and SVD) and CG's
+# products run on one BLAS thread. Measured on 2 busy cores: the first multi-threaded LAPACK call
+# after the OpenMP kernels took 20x longer than one thread (n*C = 2000:
+# Cholesky 3.0 s vs 0.16 s; preconditioner 29 s vs 6.9 s), later ones at most
+# 1.5x less; at n*C = 442 the penalty was 100x.
 _MIN_DAMPING = 1e-12
 _MAX_DAMPING = 1e8
 # Cholesky factors whose squared diagonal spread is below this are treated as
@@ -297,15 +300,8 @@ def solve_cholesky(gram, rhs, damping):
     method : {'cholesky', 'eigh'}
     """
     system = gram + damping * np.eye(len(gram))
-    with blas_threads_limited(_solve_blas_threads(len(system))):
+    with blas_threads_limited(1):
         return _solve_cholesky(system, rhs)
-
-
-def _solve_blas_threads(size):
-    # Measured: right after the OpenMP kernels, a multi-threaded LAPACK call on
-    # a few-hundred system is up to 100x slower than one thread (its threads
-    # wait on the OpenMP team's spinning threads).
-    return 1 if size < _SMALL_SOLVE else None
 
 
 def _solve_cholesky(system, rhs):
@@ -372,6 +368,10 @@ class SketchPreconditioner:
     """
 
     def __init__(self, sketch):
+        with blas_threads_limited(1):
+            self._factor(sketch)
+
+    def _factor(self, sketch):
         if sketch.shape[1] >= sketch.shape[0]:
             R = np.linalg.qr(sketch.T, mode="r")
             _, singular, right = np.linalg.svd(R, full_matrices=False)
@@ -404,6 +404,11 @@ def conjugate_gradient(gram, rhs, damping, tol, max_iter, preconditioner=None):
     converged : bool
         Whether ``||residual|| <= tol * ||rhs||`` was reached.
     """
+    with blas_threads_limited(1):
+        return _conjugate_gradient(gram, rhs, damping, tol, max_iter, preconditioner)
+
+
+def _conjugate_gradient(gram, rhs, damping, tol, max_iter, preconditioner):
     x = np.zeros_like(rhs)
     residual = rhs.copy()
     target = tol * np.linalg.norm(rhs)
