@@ -305,7 +305,7 @@ def test_early_stopping_keeps_the_best_validation_model():
         (dict(hidden_layer_sizes="wide"), "hidden_layer_sizes"),
         (dict(threshold="high"), "threshold"),
         (dict(target_active_fraction=1.5), "target_active_fraction"),
-        (dict(solver="lbfgs"), "solver must be 'sgd' or 'adam'"),
+        (dict(solver="lbfgs"), "solver must be 'sgd', 'adam' or 'gauss-newton'"),
         (dict(alpha=-1.0), "alpha must be >= 0"),
         (dict(batch_size=0), "batch_size"),
         (dict(learning_rate_init=0.0), "learning_rate_init must be > 0"),

@@ -21,6 +21,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .._threads import effective_n_threads
 from ._init import active_probability, auto_threshold, data_scaled_layer, hidden_std
+from ._gauss_newton import LOSSES as GN_LOSSES
+from ._gauss_newton import METHODS as GN_METHODS
+from ._gauss_newton import GaussNewton, NonFiniteLossError, check_system_size
 from ._network import DenseNetwork, Optimizer, SparseNetwork
 
 _PREDICT_CHUNK = 4096
@@ -31,11 +34,20 @@ _INIT_SAMPLE = 1024
 _ADAPT_GAIN = 0.05
 _ADAPT_MAX_STEP = 0.05
 _PROGRESS_SECONDS = 5.0
+# batch_size='auto' with solver='gauss-newton': the whole training set when
+# its system n_samples * n_outputs has at most this many rows.
+_GN_AUTO_SYSTEM = 4096
 
 
 def _outputs(network, X):
     """Network outputs for validated X, computed in row chunks."""
     return network.outputs(X, _PREDICT_CHUNK)
+
+
+def _active_fractions(activations):
+    return np.array([
+        A.nnz / (A.shape[0] * A.shape[1]) if sp.issparse(A) else np.count_nonzero(A) / A.size
+        for A in activations[1:]])
 
 
 class DivergenceError(ValueError):
@@ -88,6 +100,12 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         dtype=np.float32,
         engine="sparse",
         first_layer_index="auto",
+        gn_solver="auto",
+        gn_damping=1e-3,
+        gn_sketch_size="auto",
+        gn_cg_tol=1e-6,
+        gn_cg_max_iter=200,
+        gn_loss="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.threshold = threshold
@@ -115,6 +133,12 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.dtype = dtype
         self.engine = engine
         self.first_layer_index = first_layer_index
+        self.gn_solver = gn_solver
+        self.gn_damping = gn_damping
+        self.gn_sketch_size = gn_sketch_size
+        self.gn_cg_tol = gn_cg_tol
+        self.gn_cg_max_iter = gn_cg_max_iter
+        self.gn_loss = gn_loss
 
     # ------------------------------------------------------------ validation
 
@@ -138,8 +162,19 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.target_active_fraction != "auto":
             _check_real(self.target_active_fraction, "target_active_fraction ('auto' or a number)",
                         low=0, high=1, low_open=True, high_open=True)
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"solver must be 'sgd' or 'adam', got {self.solver!r}")
+        if self.solver not in ("sgd", "adam", "gauss-newton"):
+            raise ValueError(
+                f"solver must be 'sgd', 'adam' or 'gauss-newton', got {self.solver!r}")
+        if self.gn_solver not in GN_METHODS:
+            raise ValueError(f"gn_solver must be one of {GN_METHODS}, got {self.gn_solver!r}")
+        _check_real(self.gn_damping, "gn_damping", low=0, low_open=True)
+        if self.gn_sketch_size != "auto":
+            _check_positive_int(self.gn_sketch_size, "gn_sketch_size ('auto' or an integer)")
+        _check_real(self.gn_cg_tol, "gn_cg_tol", low=0, high=1, low_open=True, high_open=True)
+        _check_positive_int(self.gn_cg_max_iter, "gn_cg_max_iter")
+        allowed_losses = ("auto",) + (GN_LOSSES if is_classifier(self) else ("squared",))
+        if self.gn_loss not in allowed_losses:
+            raise ValueError(f"gn_loss must be one of {allowed_losses}, got {self.gn_loss!r}")
         if self.engine not in ("sparse", "dense"):
             raise ValueError(f"engine must be 'sparse' or 'dense', got {self.engine!r}")
         if not (isinstance(self.first_layer_index, (bool, np.bool_))
@@ -249,8 +284,11 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             network = self._new_network(X, widths, Y.shape[1], rng)
         network.n_threads = effective_n_threads(self.n_threads)
         network.first_layer_index = self.first_layer_index
-        network.start_training(self._optimizer())
         state = self._training_state(network, continuing)
+        if self.solver == "gauss-newton":
+            state["gauss_newton"] = self._gauss_newton_solver(rng, continuing)
+        else:
+            network.start_training(self._optimizer())
         try:
             if incremental:
                 self._run_epochs(network, X, Y, rng, state, max_epochs=1, incremental=True)
@@ -287,7 +325,23 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             "targets": self._targets(network.thresholds), "best_params": None,
         }
 
-    def _batch_size(self, n_samples):
+    def _gauss_newton_solver(self, rng, continuing):
+        loss = self.gn_loss
+        if loss == "auto":
+            loss = "cross-entropy" if is_classifier(self) else "squared"
+        solver = GaussNewton(loss, self.gn_solver, self.gn_damping, self.gn_sketch_size,
+                             self.gn_cg_tol, self.gn_cg_max_iter, rng)
+        previous = getattr(self, "_gauss_newton", None) if continuing else None
+        if previous is not None:
+            solver.damping = previous.damping
+            solver.history = list(previous.history)
+        return solver
+
+    def _batch_size(self, n_samples, n_outputs):
+        if self.batch_size == "auto" and self.solver == "gauss-newton":
+            if n_samples * n_outputs <= _GN_AUTO_SYSTEM:
+                return n_samples
+            return max(1, _GN_AUTO_SYSTEM // n_outputs)
         if self.batch_size == "auto":
             return min(200, n_samples)
         if self.batch_size > n_samples:
@@ -308,7 +362,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 X, X_val, Y, Y_val = train_test_split(
                     X, Y, test_size=self.validation_fraction, random_state=split_seed)
         n_samples = X.shape[0]
-        batch_size = self._batch_size(n_samples)
+        batch_size = self._batch_size(n_samples, Y.shape[1])
+        if self.solver == "gauss-newton":
+            check_system_size(batch_size, Y.shape[1])
         widths = network.widths
         for _ in range(max_epochs):
             start = time.perf_counter()
@@ -330,7 +386,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                     last_progress = now
             state["n_iter"] += 1
             state["t"] += n_samples
-            penalty = 0.5 * self.alpha * network.squared_weight_norm() / batch_size
+            penalty = (0.0 if self.solver == "gauss-newton"
+                       else 0.5 * self.alpha * network.squared_weight_norm() / batch_size)
             epoch_loss = total_loss / n_samples + penalty
             state["loss_curve"].append(epoch_loss)
             state["active_history"].append(active / n_samples)
@@ -381,6 +438,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         return False
 
     def _step(self, network, X, Y, state):
+        if self.solver == "gauss-newton":
+            return self._gauss_newton_step(network, X, Y, state)
         activations, output = network.forward(X)
         loss, error = self._loss_and_error(output, Y)
         if not np.isfinite(loss) or not np.all(np.isfinite(error)):
@@ -397,9 +456,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 f"{type(self).__name__}: an update became non-finite at iteration "
                 f"{state['n_iter'] + 1}; the affected weights were left unchanged and "
                 "training stopped. Lower learning_rate_init or standardise the inputs.")
-        active = np.array([
-            A.nnz / (A.shape[0] * A.shape[1]) if sp.issparse(A) else np.count_nonzero(A) / A.size
-            for A in activations[1:]])
+        active = _active_fractions(activations)
         if self.adapt_threshold:
             for layer, (fraction, target) in enumerate(zip(active, state["targets"])):
                 b = network.thresholds[layer]
@@ -408,6 +465,19 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 network.thresholds[layer] = b + float(np.clip(step, -_ADAPT_MAX_STEP,
                                                               _ADAPT_MAX_STEP))
         return loss, active
+
+    def _gauss_newton_step(self, network, X, Y, state):
+        """One damped Gauss-Newton step. Thresholds stay fixed: moving them
+        would change the function whose loss the damping test compares."""
+        try:
+            loss, activations = state["gauss_newton"].step(network, X, Y)
+        except NonFiniteLossError:
+            raise DivergenceError(
+                f"{type(self).__name__}: the loss became non-finite at iteration "
+                f"{state['n_iter'] + 1}; training stopped before applying the step. "
+                "Standardise the inputs and targets. A previously fitted model is unchanged "
+                "by fit, and partial_fit/warm_start keep the last finite weights.") from None
+        return loss, _active_fractions(activations)
 
     def _commit(self, network, rng, state):
         coefs, intercepts = network.export()
@@ -430,6 +500,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.active_fraction_ = state["active_history"][-1]
         self._targets_ = state["targets"]
         self._no_improvement_count = state["no_improvement"]
+        self._gauss_newton = state.get("gauss_newton")
+        self.gauss_newton_history_ = (None if self._gauss_newton is None
+                                      else self._gauss_newton.history)
 
     # ------------------------------------------------------------ prediction
 
@@ -472,17 +545,25 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         otherwise, and the cost of a step grows with it).
     target_active_fraction : 'auto' or float in (0, 1), default='auto'
         'auto': P(Z > b) for the initial threshold b and Z ~ N(0, 1).
-    solver : {'adam', 'sgd'}, default='adam'
+    solver : {'adam', 'sgd', 'gauss-newton'}, default='adam'
         Adam or SGD with momentum, as in scikit-learn. Hidden weights are
         updated lazily: an entry and its optimizer state change only when
         the batch gives it a gradient (as in sparse Adam); biases and the
-        output layer are updated densely.
+        output layer are updated densely. 'gauss-newton': one
+        Levenberg–Marquardt-damped Gauss–Newton step per batch (generalised
+        Gauss–Newton for the softmax cross-entropy), solved in the n·C × n·C
+        space of the batch's Jacobian Gram and applied as a sparse rank-≤n
+        update per layer; thresholds stay fixed (`adapt_threshold`,
+        `alpha` and the learning-rate parameters are not used). See
+        DESIGN.md §5 and the README.
     alpha : float, default=1e-4
         Strength of the L2 penalty, applied as decoupled weight decay
         (weights shrink by ``lr * alpha / batch_size`` each step) so that
         steps stay sparse.
     batch_size : int or 'auto', default='auto'
-        ``min(200, n_samples)`` when 'auto'.
+        ``min(200, n_samples)`` when 'auto'. With 'gauss-newton', 'auto'
+        is the whole training set when ``n_samples * n_outputs <= 4096``
+        (a full-batch step) and ``4096 // n_outputs`` samples otherwise.
     learning_rate_init : float, default=0.001
     max_iter : int, default=200
         Maximum number of epochs.
@@ -522,6 +603,27 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         fused brute product (a step moves most first-layer neurons, and
         keeping the index current costs more than it saves). Results equal
         the brute path up to rounding of values at the threshold.
+    gn_solver : {'auto', 'cholesky', 'sketch-cg'}, default='auto'
+        How 'gauss-newton' solves its damped system: Cholesky (with an
+        eigendecomposition fallback when the system is singular), or
+        conjugate gradient preconditioned by the QR of a TensorSRHT sketch
+        of the Jacobian rows (never formed). 'auto' is 'cholesky': no size
+        at which 'sketch-cg' is faster has been measured (see the README).
+    gn_damping : float > 0, default=1e-3
+        Initial Levenberg–Marquardt damping, relative to the mean diagonal of
+        the Gram; adapted after every step.
+    gn_sketch_size : int or 'auto', default='auto'
+        Sketch columns for 'sketch-cg'; 'auto' is ``2 * batch * n_outputs``.
+    gn_cg_tol : float in (0, 1), default=1e-6
+        Relative residual at which 'sketch-cg' stops.
+    gn_cg_max_iter : int, default=200
+        Iteration cap of 'sketch-cg' (the step is then inexact; the damping
+        test still guards it).
+    gn_loss : {'auto', 'cross-entropy', 'squared'}, default='auto'
+        Loss of the Gauss–Newton step: 'auto' is the softmax cross-entropy
+        (generalised Gauss–Newton) for the classifier and the squared loss
+        for the regressor; the classifier also accepts 'squared' (squared
+        loss on one-hot targets).
 
     Attributes
     ----------
@@ -543,6 +645,12 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         Training samples seen.
     n_layers_, n_outputs_, n_features_in_, feature_names_in_
         As in scikit-learn.
+    gauss_newton_history_ : list of dict or None
+        With 'gauss-newton', one record per step: ``loss_before``,
+        ``loss_after`` (batch loss, of the Gauss–Newton loss), ``accepted``,
+        ``damping``, ``gain_ratio``, ``attempts``, ``method``,
+        ``cg_iterations``, ``cg_converged``, ``system_size`` and ``time``
+        (seconds). None for the other solvers.
 
     Examples
     --------
@@ -622,7 +730,8 @@ class SparseMLPRegressor(RegressorMixin, BaseSparseMLP):
     ----------
     See `SparseMLPClassifier`; every parameter means the same here
     (including ``first_layer_index``: an `ActiveNeuronIndex` for the first
-    layer of predictions on low-dimensional input).
+    layer of predictions on low-dimensional input), except that `gn_loss`
+    accepts only 'auto' and 'squared'.
 
     Attributes
     ----------
