@@ -125,9 +125,9 @@ def main(argv=None):
         bench_blocked_gemm(1024, 256, 2, rng)
         bench_lowrank(2048, 128, 2, rng)
     else:
-        bench_threshold([4096, 8192, 16384], 128, 5, rng)
-        bench_blocked_gemm(4096, 512, 5, rng)
-        bench_lowrank(8192, 128, 5, rng)
+        bench_threshold([4096, 8192, 16384], 128, 9, rng)
+        bench_blocked_gemm(4096, 512, 9, rng)
+        bench_lowrank(8192, 128, 9, rng)
 
 
 if __name__ == "__main__":

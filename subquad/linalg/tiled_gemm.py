@@ -1,7 +1,8 @@
-"""Tiled parallel GEMM over a subset of the shared dimension."""
+"""Parallel GEMM over a subset of the shared dimension."""
 
 import numpy as np
 
+from .._cython_blas import gemm
 from .._threads import blas_threads_limited, effective_n_threads
 from ._tiled_gemm import tiled_gemm
 from ._validation import check_float_matrix, check_index, check_scalar
@@ -25,10 +26,11 @@ def _tiles(m, n, n_threads):
 def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=None):
     """``C = alpha * A[:, index] @ B[index, :] + beta * C``, tiles in parallel.
 
-    The output is cut into tiles computed in parallel, each by a
-    single-threaded BLAS call; with `index`, each tile packs only its part of
-    ``A[:, index]`` and ``B[index, :]``, so the gathered operands are never
-    formed whole.
+    With `index`, the output is cut into tiles computed in parallel, each
+    packing only its part of ``A[:, index]`` and ``B[index, :]`` (the
+    gathered operands are never formed whole) and handing it to a
+    single-threaded BLAS call. Without `index` there is nothing to pack and
+    the product is one BLAS call on `n_threads` BLAS threads.
 
     Parameters
     ----------
@@ -66,10 +68,17 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
             f"C must be a writeable C-contiguous {A.dtype} array of shape ({m}, {n}) to be "
             f"updated in place, got {type(C).__name__} "
             f"{getattr(C, 'dtype', '')} {getattr(C, 'shape', '')}")
-    use_index = index is not None
-    positions = check_index(index, A.shape[1]) if use_index else np.empty(0, np.int64)
     threads = effective_n_threads(n_threads)
+    if index is None:
+        # Nothing to pack: one BLAS call on all threads beat tiles handed to
+        # single-threaded BLAS calls on the 2-core reference machine
+        # (bench/sparse_engine.py: 1.26x numpy's time tiled, ~1.0x so).
+        if m and n:
+            with blas_threads_limited(threads):
+                gemm(False, False, alpha, A, B, beta, C)
+        return C
+    positions = check_index(index, A.shape[1])
     tile_m, tile_n = _tiles(m, n, threads)
     with blas_threads_limited(1):
-        tiled_gemm(A, B, C, alpha, beta, positions, use_index, threads, tile_m, tile_n)
+        tiled_gemm(A, B, C, alpha, beta, positions, threads, tile_m, tile_n)
     return C
