@@ -301,7 +301,7 @@ class TensorSketch(_TensorSketchBase):
             (first, second) = self._tables
             h_a, v_a = first.indices[:, 0], first.values(dtype)[:, 0]
             h_b, v_b = second.indices, second.values(dtype)
-        A, B = _csr64(A, dtype), _csr64(B, dtype)
+        A, B = (_csr64(A, dtype),) * 2 if A is B else (_csr64(A, dtype), _csr64(B, dtype))
         n_threads = threads_for(n_threads, A.shape[0], _direct_cost(A, B, self.degree, m, bias))
         _kernels.tensor_sketch_direct(
             A.data, A.indices, A.indptr, A.shape[1], B.data, B.indices, B.indptr, B.shape[1],
