@@ -334,8 +334,10 @@ def _direct_cost(A, B, degree, n_components, bias):
 # Cost of one FFT point (per component, per log2 stage, per transform) in
 # units of _direct_cost: 0.4-0.6 single-threaded on digits and on 1%-dense
 # CSR rows, degrees 2-4, 256-4096 components (the direct path won or tied
-# in all of them, 1.1-6x at degree 2).
-FFT_COST_PER_POINT = 0.5
+# in all of them, 1.1-6x at degree 2); on 2 threads the direct path, one
+# parallel region, gains more than the chunked FFTs (digits, degree 4,
+# 256 components: 12 ms direct against 24 ms), hence the higher constant.
+FFT_COST_PER_POINT = 1.0
 
 
 def _direct_pays(A, B, degree, n_components, bias):
