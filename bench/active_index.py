@@ -37,6 +37,17 @@ def best_time(fn, repeat):
     return best, result
 
 
+def best_times(fns, repeat):
+    """(best time, last result) of each callable, repetitions interleaved."""
+    best, results = [np.inf] * len(fns), [None] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, results))
+
+
 def numpy_query(X, W, threshold):
     """Reference: dense product, then the positions and values above b."""
     parts = []
@@ -52,7 +63,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="2**16 neurons, 256 queries")
     parser.add_argument("--dims", type=int, nargs="+", default=[4, 8, 16, 32, 128])
     parser.add_argument("--active", type=float, default=0.01, help="target active fraction")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--tree-sample", type=int, default=128,
                         help="queries the tree is timed on above dim 16")
     args = parser.parse_args()
@@ -79,11 +90,14 @@ def main():
         auto = ActiveNeuronIndex(W, algorithm="auto")
 
         X_tree = X if dim <= 16 else X[:args.tree_sample]
-        t_tree, A_tree = best_time(lambda: tree.query(X_tree, threshold), args.repeat)
+        # Repetitions interleaved, so that a slow spell of the machine hits
+        # all three alike.
+        (t_tree, A_tree), (t_brute, A_brute), (t_auto, _) = best_times([
+            lambda: tree.query(X_tree, threshold),
+            lambda: brute.query(X, threshold),
+            lambda: auto.query(X, threshold)], args.repeat)
         t_tree *= n_queries / X_tree.shape[0]
         evaluated = tree.last_query_stats_["evaluated_fraction"]
-        t_brute, A_brute = best_time(lambda: brute.query(X, threshold), args.repeat)
-        t_auto, _ = best_time(lambda: auto.query(X, threshold), args.repeat)
         t_numpy, _ = best_time(lambda: numpy_query(X, W, threshold), args.repeat)
         # Same computation up to rounding: the active sets can differ only
         # for values within rounding of the threshold.
