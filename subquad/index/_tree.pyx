@@ -31,12 +31,13 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 import numpy as np
 
 from .._openmp cimport omp_get_thread_num
+from .._staging cimport Staging, release, reserve
 
 cdef enum:
     # A balanced binary tree over fewer than 2**63 neurons is less than
@@ -57,34 +58,6 @@ cdef enum:
     N_NODE_FIELDS = 3
     RADIX_BITS = 11
     RADIX_SIZE = 2048
-
-
-cdef struct Staging:
-    int32_t* cols
-    void* vals
-    int64_t size
-    int64_t capacity
-
-
-cdef int _reserve(Staging* s, int64_t extra, size_t itemsize) noexcept nogil:
-    """Room for `extra` more entries: 0 on success, -1 when out of memory."""
-    cdef int64_t needed = s.size + extra
-    cdef int64_t capacity = 2 * s.capacity
-    cdef void* p
-    if needed <= s.capacity:
-        return 0
-    if capacity < needed:
-        capacity = needed
-    p = realloc(s.cols, capacity * sizeof(int32_t))
-    if p == NULL:
-        return -1
-    s.cols = <int32_t*> p
-    p = realloc(s.vals, capacity * itemsize)
-    if p == NULL:
-        return -1
-    s.vals = p
-    s.capacity = capacity
-    return 0
 
 
 # ---------------------------------------------------------------- build
@@ -317,7 +290,7 @@ cdef int64_t _scan(
     cdef floating v
     cdef floating* out
     if not count_only:
-        if _reserve(s, p1 - p0, sizeof(floating)) < 0:
+        if reserve(s, p1 - p0, sizeof(floating), False) < 0:
             return -1
     out = <floating*> s.vals
     k = s.size
@@ -440,7 +413,7 @@ cdef int _sort_by_column(int32_t* cols, floating* vals, int64_t count, Staging* 
             src_vals[c + 1] = val
         return 0
     tmp.size = 0
-    if _reserve(tmp, count, sizeof(floating)) < 0:
+    if reserve(tmp, count, sizeof(floating), False) < 0:
         return -1
     src_cols = cols
     src_vals = vals
@@ -575,7 +548,4 @@ def tree_query(
         return (np.asarray(data_out), np.asarray(indices_out),
                 indptr_arr.astype(np.int32), stats_total)
     finally:
-        for tid in range(2 * n_threads):
-            free(staging[tid].cols)
-            free(staging[tid].vals)
-        free(staging)
+        release(staging, 2 * n_threads)

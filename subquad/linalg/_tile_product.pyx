@@ -19,47 +19,15 @@ arrays. Tiles are visited left to right, so each row comes out sorted.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memset
 
 import numpy as np
 
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
+from .._staging cimport Staging, release, reserve
 from ._vector cimport axpy_noalias
-
-
-cdef struct Staging:
-    int32_t* rows  # row inside the item's block
-    int32_t* cols
-    void* vals
-    int64_t size
-    int64_t capacity
-
-
-cdef int _reserve(Staging* s, int64_t extra, size_t itemsize) noexcept nogil:
-    """Room for `extra` more entries: 0 on success, -1 when out of memory."""
-    cdef int64_t needed = s.size + extra
-    cdef int64_t capacity = 2 * s.capacity
-    cdef void* p
-    if needed <= s.capacity:
-        return 0
-    if capacity < needed:
-        capacity = needed
-    p = realloc(s.rows, capacity * sizeof(int32_t))
-    if p == NULL:
-        return -1
-    s.rows = <int32_t*> p
-    p = realloc(s.cols, capacity * sizeof(int32_t))
-    if p == NULL:
-        return -1
-    s.cols = <int32_t*> p
-    p = realloc(s.vals, capacity * itemsize)
-    if p == NULL:
-        return -1
-    s.vals = p
-    s.capacity = capacity
-    return 0
 
 
 cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
@@ -134,7 +102,7 @@ cdef int _emit(
     cdef floating v
     cdef const floating* z
     cdef floating* vals
-    if _reserve(s, nr * tw, sizeof(floating)) < 0:
+    if reserve(s, nr * tw, sizeof(floating), True) < 0:
         return -1
     vals = <floating*> s.vals
     k = s.size
@@ -343,8 +311,4 @@ def tile_product(
             raise MemoryError("threshold_matmul: out of memory assembling the output")
         return np.asarray(data_out), np.asarray(indices_out), indptr.astype(np.int32)
     finally:
-        for tid in range(n_threads):
-            free(staging[tid].rows)
-            free(staging[tid].cols)
-            free(staging[tid].vals)
-        free(staging)
+        release(staging, n_threads)
