@@ -149,10 +149,11 @@ def test_tensor_sketch_direct_path_equals_fft_path(degree, sparse, n_threads, dt
 
 
 def test_tensor_sketch_picks_direct_path_for_few_nonzeros():
-    assert _sketches._direct_pays(sp.random(10, 1000, density=0.01, format="csr"),
-                                  sp.random(10, 1000, density=0.01, format="csr"), 2, 1024, 0.0)
+    sparse_rows = sp.random(10, 1000, density=0.01, format="csr")
+    assert (_sketches._direct_cost(sparse_rows, sparse_rows.copy(), 2, 1024, 0.0)
+            < _sketches._fft_cost(2, 1024))
     dense = np.ones((10, 4096))
-    assert not _sketches._direct_pays(dense, dense, 2, 1024, 0.0)
+    assert _sketches._direct_cost(dense, dense, 2, 1024, 0.0) >= _sketches._fft_cost(2, 1024)
 
 
 def sketches(d, m, seed):

@@ -268,9 +268,10 @@ class TensorSketch(_TensorSketchBase):
         n, m, q = factors[0].shape[0], self.n_components, self.degree
         out = self._out(n, factors[0].dtype)
         shared = all(f is factors[0] for f in factors)
-        if _direct_pays(factors[0], factors[-1], q, m, bias):
+        cost = _direct_cost(factors[0], factors[-1], q, m, bias)
+        if cost < _fft_cost(q, m):
             return self._transform_direct(factors[0], factors[-1], shared, row_scale, bias,
-                                          out, n_threads)
+                                          out, cost, n_threads)
         for chunk in row_chunks(n, 3 * q * m):
             parts = np.empty((chunk.stop - chunk.start, q * m), dtype=out.dtype)
             if shared:
@@ -287,10 +288,9 @@ class TensorSketch(_TensorSketchBase):
             out[chunk] = scipy.fft.irfft(product, n=m, axis=-1, workers=n_threads)
         return out
 
-
-    def _transform_direct(self, A, B, shared, row_scale, bias, out, n_threads):
+    def _transform_direct(self, A, B, shared, row_scale, bias, out, cost, n_threads):
         """Convolve in the bucket domain (see ``tensor_sketch_direct``); the
-        result equals the FFT path up to rounding."""
+        result equals the FFT path up to rounding. `cost`: operations per row."""
         m, dtype = self.n_components, out.dtype
         if shared:
             buckets = self._stacked.indices - np.arange(self.degree) * m
@@ -302,7 +302,7 @@ class TensorSketch(_TensorSketchBase):
             h_a, v_a = first.indices[:, 0], first.values(dtype)[:, 0]
             h_b, v_b = second.indices, second.values(dtype)
         A, B = (_csr64(A, dtype),) * 2 if A is B else (_csr64(A, dtype), _csr64(B, dtype))
-        n_threads = threads_for(n_threads, A.shape[0], _direct_cost(A, B, self.degree, m, bias))
+        n_threads = threads_for(n_threads, A.shape[0], cost)
         _kernels.tensor_sketch_direct(
             A.data, A.indices, A.indptr, A.shape[1], B.data, B.indices, B.indptr, B.shape[1],
             row_scale, dtype.type(bias), np.ascontiguousarray(h_a, dtype=np.int32),
@@ -327,7 +327,8 @@ def _direct_cost(A, B, degree, n_components, bias):
     """Operations per row of the bucket-domain convolution: one scattered
     multiply-add per pair of nonzeros of the first two factors, then one
     (vectorised, ~4x cheaper) shifted axpy per nonzero of each further one."""
-    nnz_a, nnz_b = _mean_nnz(A, bias), _mean_nnz(B, bias)
+    nnz_a = _mean_nnz(A, bias)
+    nnz_b = nnz_a if B is A else _mean_nnz(B, bias)
     return int(nnz_a * nnz_b + (degree - 2) * n_components * nnz_b / 4) + 1
 
 
@@ -340,9 +341,9 @@ def _direct_cost(A, B, degree, n_components, bias):
 FFT_COST_PER_POINT = 1.0
 
 
-def _direct_pays(A, B, degree, n_components, bias):
-    fft = FFT_COST_PER_POINT * (degree + 1) * n_components * max(1, np.log2(n_components))
-    return _direct_cost(A, B, degree, n_components, bias) < fft
+def _fft_cost(degree, n_components):
+    """Cost per row of the FFT path, in the units of _direct_cost."""
+    return FFT_COST_PER_POINT * (degree + 1) * n_components * max(1, np.log2(n_components))
 
 
 class TensorSRHT(_TensorSketchBase):
