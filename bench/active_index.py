@@ -25,27 +25,9 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
+from _timing import best_time, best_times
+
 NUMPY_CHUNK = 128
-
-
-def best_time(fn, repeat):
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def best_times(fns, repeat):
-    """(best time, last result) of each callable, repetitions interleaved."""
-    best, results = [np.inf] * len(fns), [None] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            results[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return list(zip(best, results))
 
 
 def numpy_query(X, W, threshold):

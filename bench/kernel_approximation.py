@@ -21,7 +21,6 @@ a minute (for CI and smoke tests); its numbers are not the reported ones.
 """
 
 import argparse
-import time
 
 import numpy as np
 from sklearn.datasets import load_diabetes, load_digits
@@ -34,6 +33,8 @@ from sklearn.preprocessing import StandardScaler
 from subquad._threads import effective_n_threads
 from subquad.kernel_approximation import ArcCosineSketch, NTKSketch, PolynomialSketch
 from subquad.kernels import arccos_kernel, ntk_kernel, polynomial_kernel
+
+from _timing import best_time
 
 # Best of {0.1, 1, 10, 100} for the exact kernels on this split.
 ALPHA = 10.0
@@ -53,15 +54,6 @@ def clustered(n, d, n_clusters, noise, rng, dtype=np.float64):
     X += noise * rng.standard_normal((n, d)).astype(dtype)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     return X
-
-
-def best_time(fn, repeats):
-    best, result = np.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def relative_error(F, K):

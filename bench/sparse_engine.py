@@ -9,7 +9,6 @@ sides together. Targets are those of the sparse-engine issue.
 """
 
 import argparse
-import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,16 +17,12 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
+from _timing import best_times
 
-def best_times(fns, repeats):
+
+def times(fns, repeats):
     """Best wall time of each callable, repetitions interleaved."""
-    best = [np.inf] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+    return [t for t, _ in best_times(fns, repeats)]
 
 
 def sparse_rows(rng, n, m, density, dtype=np.float32):
@@ -54,7 +49,7 @@ def bench_threshold(sizes, n, repeats, rng):
         H = sparse_rows(rng, n, m, 0.02)
         H_dense = H.toarray()
         b = float(np.quantile(H[:8] @ W, 0.98))
-        ours, ours_1, scipy_t, dense_t = best_times([
+        ours, ours_1, scipy_t, dense_t = times([
             lambda: threshold_matmul(H, W, b),
             lambda: threshold_matmul(H, W, b, n_threads=1),
             lambda: np.maximum(H @ W - b, 0),
@@ -81,7 +76,7 @@ def bench_blocked_gemm(size, k, repeats, rng):
     B = rng.standard_normal((k, size)).astype(np.float32)
     C = np.empty((size, size), np.float32)
     idx = np.sort(rng.choice(k, size=k // 10, replace=False))
-    ours_full, numpy_full, ours_idx, numpy_idx = best_times([
+    ours_full, numpy_full, ours_idx, numpy_idx = times([
         lambda: blocked_gemm(A, B, C),
         lambda: np.matmul(A, B, out=C),
         lambda: blocked_gemm(A, B, C, index=idx),
@@ -104,7 +99,7 @@ def bench_lowrank(m, rank, repeats, rng):
     def dense_update():
         W.__iadd__(U_dense @ V_dense)
 
-    ours, dense_t = best_times([lambda: lowrank_update_(W, U, V), dense_update], repeats)
+    ours, dense_t = times([lambda: lowrank_update_(W, U, V), dense_update], repeats)
     touched = ((abs(U) @ abs(V)).nnz) / m**2
     print(f"  ours {ours * 1e3:.2f} ms ({touched:.1%} of W in the product's pattern), dense "
           f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>=20) "
