@@ -5,7 +5,6 @@ import argparse
 import time
 import warnings
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -53,7 +52,7 @@ def main(argv=None):
         print(f"{engine:>6}: test accuracy {accuracy:.2%}, {elapsed:.1f}s for {clf.n_iter_} epochs "
               f"({elapsed / steps * 1e3:.1f} ms per step), active units per layer "
               + ", ".join(f"{a:.2%}" for a in clf.active_fraction_)
-              + f", thresholds " + ", ".join(f"{b:.2f}" for b in clf.thresholds_), flush=True)
+              + ", thresholds " + ", ".join(f"{b:.2f}" for b in clf.thresholds_), flush=True)
     if len(rows) == 2:
         (_, _, acc_s, t_s, n_s), (_, _, acc_d, t_d, n_d) = rows
         print(f"\nsparse vs dense: {(t_d / n_d) / (t_s / n_s):.1f}x faster per step, accuracy "
