@@ -14,6 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from subquad import SparseMLPClassifier, SparseMLPRegressor
 from subquad.neural_network import DivergenceError
 from subquad.neural_network import _gauss_newton as gn
+from subquad.neural_network._gauss_newton_backprop import backprop_active_blocks
 from subquad.neural_network._network import DenseNetwork, SparseNetwork
 
 
@@ -124,6 +125,47 @@ def gauss_newton_coefficients(factors, output, Y, loss, damping):
     alpha, _ = gn.solve_cholesky(gram, rhs.ravel(), damping)
     A = alpha.reshape(output.shape)
     return A if root is None else np.einsum("iab,ib->ia", root, A)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_backprop_kernel_matches_numpy(dtype, n_threads):
+    rng = np.random.default_rng(0)
+    n, m_in, m_out, C, scale = 30, 200, 150, 3, 0.7
+    inner = sp.random(n, m_in, density=0.1, format="csr", random_state=1)
+    outer = sp.random(n, m_out, density=0.1, format="csr", random_state=2)
+    W = rng.standard_normal((m_in, m_out)).astype(dtype)
+    upper = rng.standard_normal((outer.nnz, C))
+    positions = sp.csr_matrix((np.arange(inner.nnz, dtype=np.int64), inner.indices,
+                               inner.indptr), shape=inner.shape).tocsc()
+    out = np.empty((inner.nnz, C))
+    backprop_active_blocks(
+        W, scale, positions.indptr.astype(np.int64), positions.indices.astype(np.int32),
+        positions.data.astype(np.int64), outer.indices.astype(np.int32),
+        outer.indptr.astype(np.int64), upper, out, n_threads)
+    # Dense reference: V_outer[i, j, k] on the outer pattern, pushed through W.
+    V_outer = np.zeros((n, m_out, C))
+    outer_rows = np.repeat(np.arange(n), np.diff(outer.indptr))
+    V_outer[outer_rows, outer.indices] = upper
+    pushed = scale * np.einsum("aj,ijk->iak", W.astype(np.float64), V_outer)
+    inner_rows = np.repeat(np.arange(n), np.diff(inner.indptr))
+    np.testing.assert_allclose(out, pushed[inner_rows, inner.indices], rtol=1e-5 if dtype ==
+                               np.float32 else 1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_row_gram_matches_numpy(dtype, sparse, n_threads):
+    # Enough entries per column that threads_for_work grants two threads.
+    A = sp.random(400, 2000, density=0.1, format="csr", random_state=0, dtype=dtype)
+    assert gn.threads_for_work(2, A.nnz * A.nnz / A.shape[1]) == 2
+    expected = (A.astype(np.float64) @ A.T.astype(np.float64)).toarray()
+    gram = gn._row_gram(A if sparse else A.toarray(), n_threads)
+    assert gram.dtype == np.float64
+    np.testing.assert_allclose(gram, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-10)
 
 
 # ------------------------------------------------------- the mathematics
