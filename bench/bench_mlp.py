@@ -20,7 +20,7 @@ def test_training_step(record, engine, width, batch_size):
     clf.partial_fit(X_train[:256], y_train[:256], classes=np.arange(10))
     network = clf._network
     state = clf._training_state(network, continuing=True)
-    X = clf._as_network_input(X_train[:batch_size])
+    X = clf._network_input(X_train[:batch_size])
     Y = clf._prepare_targets(y_train[:batch_size], True)
     bench = record(f"training step width={width} batch={batch_size}", dtype=np.float32,
                    n_threads=effective_n_threads(), width=width, batch=batch_size, engine=engine)

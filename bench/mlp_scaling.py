@@ -52,7 +52,7 @@ def train_and_time(engine, width, batch_size, steps, data, learning_rate):
         clf.fit(X_train[:256], y_train[:256])
     network = clf._network
     state = clf._training_state(network, continuing=True)
-    X = clf._as_network_input(X_train)
+    X = clf._network_input(X_train)
     Y = clf._prepare_targets(y_train, True)
     rng = np.random.default_rng(1)
     order = rng.permutation(len(X))
@@ -66,7 +66,7 @@ def train_and_time(engine, width, batch_size, steps, data, learning_rate):
         start = time.perf_counter()
         active.append(clf._step(network, X[batch], Y[batch], state)[1])
         times.append(time.perf_counter() - start)
-    predicted = clf.classes_[_outputs(network, clf._as_network_input(X_test)).argmax(axis=1)]
+    predicted = clf.classes_[_outputs(network, clf._network_input(X_test)).argmax(axis=1)]
     return float(np.median(times)), float(np.mean(predicted == y_test)), np.mean(active, axis=0)
 
 

@@ -379,7 +379,8 @@ def test_classifier_predictions_with_index_equal_brute(dtype):
                                atol=10 * rtol_for(dtype))
     np.testing.assert_array_equal(clf.predict(X), brute_classes)
     index = clf._network._index
-    assert index.algorithm_ == "tree" and index.n_neurons_ == 3000 and index.dim_ == 5
+    # Index coordinates: the features, the sphere lift's one, the bias.
+    assert index.algorithm_ == "tree" and index.n_neurons_ == 3000 and index.dim_ == 6
     # The cached index is reused while the weights stand still, and dropped
     # from pickles.
     clf.predict(X[:10])

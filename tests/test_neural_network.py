@@ -19,6 +19,7 @@ from subquad.neural_network._init import (
     hidden_std,
     shifted_relu_second_moment,
 )
+from subquad.neural_network._sphere import lift_to_sphere, sphere_offset
 
 SMALL = dict(hidden_layer_sizes=(64,), max_iter=30, learning_rate_init=0.01)
 
@@ -77,7 +78,8 @@ def test_initialisation_keeps_every_layer_at_unit_scale_on_the_data():
     # also on samples it did not see.
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2000, 20)) * rng.uniform(0.2, 3, (2000, 1)) + 1
-    clf = SparseMLPClassifier(hidden_layer_sizes=(1024,) * 4, dtype=np.float64)
+    clf = SparseMLPClassifier(hidden_layer_sizes=(1024,) * 4, dtype=np.float64,
+                              input_normalization=None)
     network = clf._new_network(clf._as_network_input(X[:1000]), [1024] * 4, 2, rng)
     H = X[1000:]
     for layer, (W, c, b) in enumerate(zip(network.hidden_W, network.hidden_c,
@@ -86,6 +88,53 @@ def test_initialisation_keeps_every_layer_at_unit_scale_on_the_data():
         assert np.std(Z) == pytest.approx(1.0, rel=0.1), f"layer {layer}"
         assert abs(np.mean(Z)) < 0.1, f"layer {layer}"
         H = np.maximum(Z - b, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sphere_lift_is_one_to_one_onto_one_sphere(dtype):
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((50, 6)) * rng.uniform(0, 5, (50, 1))).astype(dtype)
+    X[3] = 0
+    X[7] = 2 * X[8]  # same direction, different norm: must stay apart
+    offset = sphere_offset(X)
+    assert offset == pytest.approx(np.sqrt(np.mean(np.sum(X.astype(float) ** 2, axis=1))))
+    lifted = lift_to_sphere(X, offset)
+    assert lifted.dtype == dtype and lifted.shape == (50, 7)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(np.linalg.norm(lifted, axis=1), np.sqrt(7), rtol=tol)
+    np.testing.assert_allclose(lifted[3], [0] * 6 + [np.sqrt(7)], rtol=tol)
+    recovered = lifted[:, :6] / lifted[:, 6:] * dtype(offset)
+    np.testing.assert_allclose(recovered, X, rtol=10 * tol, atol=10 * tol)
+    as_csr = lift_to_sphere(sp.csr_matrix(X), offset)
+    assert sp.issparse(as_csr) and as_csr.format == "csr" and as_csr.has_sorted_indices
+    assert as_csr.dtype == dtype and as_csr.nnz == np.count_nonzero(X) + 50
+    np.testing.assert_allclose(as_csr.toarray(), lifted, rtol=tol)
+    assert sphere_offset(np.zeros((4, 3), dtype=dtype)) == 1.0
+
+
+def test_sphere_lift_gives_every_sample_active_units_in_every_layer():
+    """Norms spread over two decades: with the lift and the paper's
+    initialisation every sample keeps a good part of the expected number of
+    active units in every layer (the first layer's exactly standard normal
+    pre-activations, the second's nearly so); data-scaled layers leave
+    samples of small norm without any."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 10)) * np.geomspace(0.05, 5, 400)[:, None]
+    width = 2048
+    expected = width * active_probability(auto_threshold(width))
+    fewest = {}
+    for normalization in ("sphere", None):
+        clf = SparseMLPRegressor(hidden_layer_sizes=(width, width), dtype=np.float64,
+                                 input_normalization=normalization)
+        Xn = clf._as_network_input(X)
+        if normalization == "sphere":
+            Xn = lift_to_sphere(Xn, sphere_offset(Xn))
+        network = clf._new_network(Xn, [width, width], 1, np.random.default_rng(0))
+        activations, _ = network.forward(Xn)
+        fewest[normalization] = [np.diff(A.indptr).min() for A in activations[1:]]
+    assert fewest["sphere"][0] > 0.5 * expected
+    assert fewest["sphere"][1] > 0.25 * expected
+    assert min(fewest[None]) == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -131,7 +180,7 @@ def test_gradient_matches_finite_differences(Estimator):
     est.partial_fit(X, y)
     after = [W.copy() for W in network.hidden_W + [network.W_out]]
     network.restore(before)
-    Xn = est._as_network_input(X)
+    Xn = est._network_input(X)
     Y = est._prepare_targets(y, True)
 
     def loss():
@@ -274,6 +323,13 @@ def test_warm_start_and_partial_fit_continue_training():
     assert inc.n_iter_ == 2 and inc.t_ == 100
     with pytest.raises(ValueError, match="not in classes_"):
         inc.partial_fit(X[:5], np.full(5, 99))
+    offset = inc.input_offset_
+    inc.partial_fit(2 * X[:50], y[:50])
+    assert inc.input_offset_ == offset  # the lift is the network's first map
+    inc.set_params(input_normalization=None)
+    with pytest.raises(ValueError, match="input_normalization changed"):
+        inc.partial_fit(X, y)
+    assert inc.input_offset_ == offset and inc.n_iter_ == 3
 
 
 def test_pipeline_and_grid_search():
@@ -318,6 +374,7 @@ def test_early_stopping_keeps_the_best_validation_model():
         (dict(shuffle="yes"), "shuffle must be a bool"),
         (dict(dtype=np.int32), "dtype must be numpy.float32 or numpy.float64"),
         (dict(engine="gpu"), "engine must be 'sparse' or 'dense'"),
+        (dict(input_normalization="l2"), "input_normalization must be 'sphere' or None"),
         (dict(n_threads=0), "n_threads"),
     ],
 )

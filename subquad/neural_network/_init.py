@@ -77,3 +77,19 @@ def hidden_std(fan_in, threshold_in):
     """Weight standard deviation giving unit-variance pre-activations from
     shifted-ReLU inputs of unit-scale pre-activations with threshold b."""
     return 1.0 / np.sqrt(fan_in * shifted_relu_second_moment(threshold_in))
+
+
+def gaussian_layers(rng, n_inputs, widths, thresholds, n_outputs, dtype):
+    """The paper's initialisation for inputs on the sphere of radius
+    ``sqrt(n_inputs)``: Gaussian weights at the sparsity-aware scale, zero
+    biases. Every sample then has standard normal first-layer
+    pre-activations, and (the active counts concentrating) nearly so in
+    every later layer. Returns (coefs, intercepts)."""
+    coefs, intercepts = [], []
+    fan_in, std = n_inputs, 1.0 / np.sqrt(max(n_inputs, 1))
+    for width, threshold in zip(list(widths) + [n_outputs], list(thresholds) + [None]):
+        coefs.append(gaussian_weights(rng, (fan_in, width), std, dtype))
+        intercepts.append(np.zeros(width, dtype=dtype))
+        if threshold is not None:
+            fan_in, std = width, hidden_std(width, threshold)
+    return coefs, intercepts

@@ -37,6 +37,15 @@ _INDEX_MIN_WIDTH = 1 << 15
 _INDEX_MIN_ROWS = 2048
 
 
+def _squared_norm(A, block=1 << 20):
+    """Sum of squares of A, accumulated in float64 a block at a time: large
+    but finite float32 weights would overflow a float32 dot product."""
+    flat = A.ravel()
+    return sum(float(np.dot(part, part))
+               for part in (flat[i:i + block].astype(np.float64)
+                            for i in range(0, flat.size, block)))
+
+
 class Optimizer:
     """Hyper-parameters, step count and dense-array updates of SGD with
     momentum or Adam, following scikit-learn's MLP optimizers."""
@@ -184,10 +193,9 @@ class _Network:
                           for i in range(0, X.shape[0], chunk)])
 
     def squared_weight_norm(self):
-        total = float(np.dot(self.W_out.ravel(), self.W_out.ravel()))
+        total = _squared_norm(self.W_out)
         for W, s in zip(self.hidden_W, self.scales):
-            flat = W.ravel()
-            total += s * s * float(np.dot(flat, flat))
+            total += s * s * _squared_norm(W)
         return total
 
     def _update_output_and_biases(self, H_last, error, bias_grads):

@@ -20,11 +20,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._threads import effective_n_threads
-from ._init import active_probability, auto_threshold, data_scaled_layer, hidden_std
+from ._init import (active_probability, auto_threshold, data_scaled_layer, gaussian_layers,
+                    hidden_std)
 from ._gauss_newton import LOSSES as GN_LOSSES
 from ._gauss_newton import METHODS as GN_METHODS
 from ._gauss_newton import GaussNewton, NonFiniteLossError, check_system_size
 from ._network import DenseNetwork, Optimizer, SparseNetwork
+from ._sphere import lift_to_sphere, sphere_offset
 
 _PREDICT_CHUNK = 4096
 # Rows of the training data used to scale each layer at initialisation.
@@ -42,6 +44,11 @@ _GN_AUTO_SYSTEM = 4096
 def _outputs(network, X):
     """Network outputs for validated X, computed in row chunks."""
     return network.outputs(X, _PREDICT_CHUNK)
+
+
+def _lifted(X, offset):
+    """Network input: X itself, or X lifted onto the sphere (offset not None)."""
+    return X if offset is None else lift_to_sphere(X, offset)
 
 
 def _active_fractions(activations):
@@ -100,6 +107,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         dtype=np.float32,
         engine="sparse",
         first_layer_index="auto",
+        input_normalization="sphere",
         gn_solver="auto",
         gn_damping=1e-3,
         gn_sketch_size="auto",
@@ -133,6 +141,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         self.dtype = dtype
         self.engine = engine
         self.first_layer_index = first_layer_index
+        self.input_normalization = input_normalization
         self.gn_solver = gn_solver
         self.gn_damping = gn_damping
         self.gn_sketch_size = gn_sketch_size
@@ -181,6 +190,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 or isinstance(self.first_layer_index, str) and self.first_layer_index == "auto"):
             raise ValueError(f"first_layer_index must be 'auto', True or False, got "
                              f"{self.first_layer_index!r}")
+        if self.input_normalization not in ("sphere", None):
+            raise ValueError(f"input_normalization must be 'sphere' or None, got "
+                             f"{self.input_normalization!r}")
         _check_real(self.alpha, "alpha", low=0)
         if self.batch_size != "auto":
             _check_positive_int(self.batch_size, "batch_size ('auto' or an integer)")
@@ -233,8 +245,15 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         return [float(self.target_active_fraction)] * len(thresholds)
 
     def _new_network(self, X, widths, n_outputs, rng):
+        """A freshly initialised network for network inputs X (lifted onto
+        the sphere when `input_normalization` is 'sphere')."""
         dtype = np.dtype(self.dtype)
         thresholds = self._thresholds(widths)
+        network_class = SparseNetwork if self.engine == "sparse" else DenseNetwork
+        if self.input_normalization == "sphere":
+            coefs, intercepts = gaussian_layers(rng, X.shape[1], widths, thresholds, n_outputs,
+                                                dtype.type)
+            return network_class(coefs, intercepts, thresholds, self.n_threads)
         H = X[np.sort(rng.choice(X.shape[0], size=min(X.shape[0], _INIT_SAMPLE), replace=False))]
         coefs, intercepts = [], []
         std = 1.0 / np.sqrt(max(X.shape[1], 1))
@@ -246,7 +265,6 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             intercepts.append(c)
             if hidden:
                 std = hidden_std(width, thresholds[layer])
-        network_class = SparseNetwork if self.engine == "sparse" else DenseNetwork
         return network_class(coefs, intercepts, thresholds, self.n_threads)
 
     def _optimizer(self):
@@ -278,6 +296,15 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                 f"hidden_layer_sizes changed from {tuple(self._network.widths)} to "
                 f"{tuple(widths)}; warm_start and partial_fit continue the same network")
         if continuing:
+            offset = self.input_offset_
+            if (offset is None) != (self.input_normalization is None):
+                raise ValueError(
+                    f"input_normalization changed to {self.input_normalization!r}; "
+                    "warm_start and partial_fit continue the same network")
+        else:
+            offset = None if self.input_normalization is None else sphere_offset(X)
+        X = _lifted(X, offset)
+        if continuing:
             network, rng = self._network, self._rng
         else:
             rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
@@ -285,6 +312,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         network.n_threads = effective_n_threads(self.n_threads)
         network.first_layer_index = self.first_layer_index
         state = self._training_state(network, continuing)
+        state["input_offset"] = offset
         if self.solver == "gauss-newton":
             state["gauss_newton"] = self._gauss_newton_solver(rng, continuing)
         else:
@@ -483,6 +511,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         coefs, intercepts = network.export()
         self._network = network
         self._rng = rng
+        self.input_offset_ = state["input_offset"]
         self.coefs_ = coefs
         self.intercepts_ = intercepts
         self.thresholds_ = np.array(network.thresholds)
@@ -511,7 +540,12 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32),
                           reset=False)
         self._network.first_layer_index = self.first_layer_index
-        return _outputs(self._network, self._as_network_input(X))
+        return _outputs(self._network, self._network_input(X))
+
+    def _network_input(self, X):
+        """Validated X as the fitted network takes it: in its dtype, and
+        lifted onto the sphere when it was fitted so."""
+        return _lifted(self._as_network_input(X), self.input_offset_)
 
     def __sklearn_is_fitted__(self):
         return getattr(self, "_network", None) is not None
@@ -592,11 +626,26 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         'dense' trains the same network (initialisation, loss, optimizer,
         batching) with dense NumPy/BLAS products and dense optimizer
         updates: the baseline subquad is measured against.
+    input_normalization : {'sphere', None}, default='sphere'
+        'sphere' maps every input x (dense or CSR) to
+        ``sqrt(d + 1) * (x, c) / ||(x, c)||``, with c the root-mean-square
+        norm of the first fit's training rows (`input_offset_`), and
+        initialises the network as in the over-parametrisation analysis
+        (Gaussian weights at the sparsity-aware scale, zero biases): every
+        sample, whatever its norm, then has standard normal first-layer
+        pre-activations and about the same number of active units. The map
+        is one to one, so no information is lost. None feeds x as given and
+        scales every layer's initial weights and biases from a sample of the
+        data; a sample of small norm may then have no active unit, hence no
+        gradient, and never be fitted (on standardised diabetes data,
+        Gauss–Newton stalled at 0.2 x its initial loss; see the README).
+        Standardising features still helps either way.
     first_layer_index : {'auto', True, False}, default='auto'
         Whether predictions (and validation scores) compute the first hidden
         layer of dense input with an `ActiveNeuronIndex` over its neurons
         (bias folded in as an extra coordinate), cached until the weights
-        change. 'auto' does so only for input dimension <= 4, a first layer
+        change. 'auto' does so only for a network input dimension <= 4
+        (``n_features + 1`` with the sphere lift), a first layer
         of at least 32768 units and at least 2048 rows (or a cached index),
         and the index then picks tree or brute from measured pruning; True
         always uses a tree index; False never. Training steps always use the
@@ -629,7 +678,12 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
     ----------
     classes_ : ndarray of shape (n_classes,)
     coefs_ : list of ndarray
-        ``coefs_[l]`` has shape (fan_in, fan_out).
+        ``coefs_[l]`` has shape (fan_in, fan_out); the first layer's fan_in
+        is ``n_features_in_ + 1`` with ``input_normalization='sphere'`` (the
+        lift's extra coordinate comes last).
+    input_offset_ : float or None
+        The sphere lift's extra coordinate c, fixed at the first fit (None
+        without the lift).
     intercepts_ : list of ndarray
     thresholds_ : ndarray of shape (n_hidden_layers,)
         Current threshold of each hidden layer.

@@ -1,0 +1,59 @@
+"""Lifting inputs onto a sphere, so every sample sees the same activation law.
+
+A random first-layer unit's pre-activation ``<w, x>`` has a spread
+proportional to ``||x||``, so behind a threshold b a sample of small norm has
+almost no active units, and with none it has no gradient and can never be
+fitted (seen on standardised data: Gauss–Newton stalled with about a fifth
+of the samples dead in the second layer). The over-parametrisation analysis
+assumes unit-norm inputs for this reason. Mapping
+
+    x  ->  sqrt(d + 1) * (x, c) / ||(x, c)||
+
+puts every sample on the sphere of radius sqrt(d + 1), where unit-variance
+weights give every sample standard normal pre-activations and the same
+expected number of active units. The extra coordinate c keeps the map
+one-to-one (x is recovered from the direction), so nothing is lost; c is the
+root-mean-square norm of the training rows, which keeps samples of typical
+norm at 45 degrees from the pole instead of bunching them near it or near
+the equator.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def sphere_offset(X):
+    """The lift's extra coordinate c for training inputs X: the root mean
+    square of the row norms (1 when every row is zero)."""
+    squared = X.multiply(X).sum() if sp.issparse(X) else np.einsum("ij,ij->", X, X)
+    offset = float(np.sqrt(squared / max(X.shape[0], 1)))
+    return offset if offset > 0 and np.isfinite(offset) else 1.0
+
+
+def lift_to_sphere(X, offset):
+    """``sqrt(d + 1) * (x, offset) / ||(x, offset)||`` for every row of X
+    (dense or CSR; same dtype, CSR stays CSR)."""
+    n, d = X.shape
+    dtype = X.dtype
+    if sp.issparse(X):
+        row_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+    else:
+        row_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    scale = (np.sqrt(d + 1) / np.sqrt(row_sq + offset * offset)).astype(dtype)
+    if sp.issparse(X):
+        counts = np.diff(X.indptr)
+        data = np.empty(X.nnz + n, dtype=dtype)
+        indices = np.empty(X.nnz + n, dtype=np.int32)
+        ends = X.indptr[1:] + np.arange(1, n + 1)
+        mask = np.ones(X.nnz + n, dtype=bool)
+        mask[ends - 1] = False
+        data[mask] = X.data * np.repeat(scale, counts)
+        indices[mask] = X.indices
+        data[~mask] = dtype.type(offset) * scale
+        indices[~mask] = d
+        indptr = np.concatenate([[0], ends]).astype(np.int32)
+        return sp.csr_matrix((data, indices, indptr), shape=(n, d + 1))
+    lifted = np.empty((n, d + 1), dtype=dtype)
+    np.multiply(X, scale[:, None], out=lifted[:, :d])
+    lifted[:, d] = dtype.type(offset) * scale
+    return lifted
