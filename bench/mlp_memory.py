@@ -59,6 +59,11 @@ def main(argv=None):
     print(f"  Adam state (2 arrays per weight):  {state / gib:.3f} GiB")
     print(f"  everything else at the peak:       {extra / 2**20:.1f} MiB "
           f"(one dense batch x width float32 buffer would be {dense_buffer / 2**20:.1f} MiB)")
+    if extra < 0:
+        # The Adam state starts as untouched zero pages: those no step has
+        # written yet are not resident, so the peak can stay below the sum.
+        print("  (negative: some zero pages of the Adam state were never written, "
+              "so never resident)")
 
 
 if __name__ == "__main__":
