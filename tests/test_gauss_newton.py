@@ -292,7 +292,7 @@ def test_preconditioned_cg_takes_fewer_iterations_than_plain_cg(capsys):
     assert preconditioned < 0.5 * plain
 
 
-def test_preconditioner_refactors_for_each_damping():
+def test_preconditioned_cg_solves_every_damping_the_step_tries():
     factors, gram, residual = wide_gram(n_samples=60, width=128)
     preconditioner = gn.SketchPreconditioner(gn.jacobian_sketch(factors, 16, 0),
                                              np.diag(gram))

@@ -57,21 +57,22 @@ _GROW_POOR_FIT = 2.0
 # products run on one BLAS thread. Measured on 2 busy cores: the first multi-threaded LAPACK call
 # after the OpenMP kernels took 20x longer than one thread (n*C = 2000:
 # Cholesky 3.0 s vs 0.16 s; preconditioner 29 s vs 6.9 s), later ones at most
-# 1.5x less; at n*C = 442 the penalty was 100x. bench/gauss_newton.py section 3
-# saw the same on a busy machine (n*C = 4000: Cholesky 6.2 s on two threads,
-# 1.1 s on one), and CG's matrix-vector product is bound by memory bandwidth,
-# so both solvers keep the same one-thread budget.
+# 1.5x less; at n*C = 442 the penalty was 100x. Measured again with the other
+# core busy, outside the bench: Cholesky of n*C = 4000 took 6.2 s on two BLAS
+# threads and 1.1 s on one. CG's product with the Gram is bound by memory
+# bandwidth, so both solvers keep the same one-thread budget.
 # gn_solver='auto' uses 'sketch-cg' from this system size n*C on and Cholesky
 # below it. `python bench/gauss_newton.py --sections 3` (2 x 2048 network,
-# C = 1, 2 cores) measured sketch-CG at 1.9x Cholesky's time at n*C = 1000 and
-# at 0.5x from 2000 on, falling to 0.2x at 8000: its cost grows as (n*C)^2
-# (about 20 products with the Gram) against Cholesky's (n*C)^3 / 3.
-SKETCH_CG_MIN_SIZE = 1500
+# C = 1, 2 busy cores, four runs) measured sketch-CG at 1.6-3.2x Cholesky's
+# time at n*C = 1000, 0.9-1.5x at 1500, 0.6-1.0x at 2000 and 0.3-0.4x from
+# 4000 to 12000: it takes 10-45 products with the Gram (2 (n*C)^2 each)
+# against Cholesky's (n*C)^3 / 3, but its sketch costs 0.04-0.1 s at any size.
+SKETCH_CG_MIN_SIZE = 2000
 # Sketch columns of gn_sketch_size='auto'. The same bench measured no
-# iteration saved by the low-rank part on top of the diagonal scaling at any
-# s from 8 to 256 (the scaled Gram's spectrum is flat: effective dimension
-# about n*C), and more iterations from s = 32 on at n*C <= 2000, as a sketch
-# that small estimates those eigenvalues poorly; 16 columns cost little.
+# iteration saved by the sketch on top of the diagonal scaling with 8 to 256
+# columns, except 1-2 of 30-45 with 256 at n*C >= 8000, and more iterations
+# from 32 columns on at n*C <= 2000 (a small sketch estimates the flat
+# spectrum of the scaled Gram poorly); 16 columns cost little.
 AUTO_SKETCH_SIZE = 16
 _MIN_DAMPING = 1e-12
 _MAX_DAMPING = 1e8
@@ -373,20 +374,21 @@ class SketchPreconditioner:
     """``P ≈ D^{1/2} (Ŷ Ŷᵀ + μI) D^{1/2}`` from the sketch Y of the Jacobian
     rows, with ``D = diag(G) + λ`` and ``Ŷ = D^{-1/2} Y``.
 
-    The diagonal does most of the work: the rows of J differ in norm by two
-    orders of magnitude (samples with few active units), and bench/gauss_newton.py
-    section 3 measured plain CG at 50-100 iterations where the scaled system
-    needs 10-20. The sketch then removes the largest directions of the scaled
-    Gram: the thin QR of the tall side of Ŷ and the SVD of its small R give
-    ``Ŷ Ŷᵀ = Û Σ² Ûᵀ`` (s ≥ nC: ``Ŷᵀ = QR``, ``Ŷ Ŷᵀ = RᵀR``, cost s·(nC)²;
-    s < nC: ``Ŷ = QR``, cost nC·s²). As in randomised Nyström
+    The diagonal does all the measured work: the rows of J differ widely in
+    norm (samples with few active units), and bench/gauss_newton.py section 3
+    measured plain CG at 62-555 iterations where the diagonally scaled
+    system needs 10-45; the sketch saved at most 2 more. It targets the
+    largest directions of the scaled Gram: the thin QR of the tall side of Ŷ
+    and the SVD of its small R give ``Ŷ Ŷᵀ = Û Σ² Ûᵀ`` (s ≥ nC:
+    ``Ŷᵀ = QR``, ``Ŷ Ŷᵀ = RᵀR``, cost s·(nC)²; s < nC: ``Ŷ = QR``, cost
+    nC·s²). As in randomised Nyström
     preconditioning, directions outside span(Û) are scaled by the smallest
     retained eigenvalue:
     ``P̂⁻¹ = (σ_min² + μ) Û (Σ² + μ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``, where μ, the mean of
     ``λ / (diag(G) + λ)``, stands for the damping of the scaled system. When
     s ≥ nC and the diagonal is constant this is ``(Y Yᵀ + λI)⁻¹`` up to a
     constant factor, which CG ignores. λ changes D, so each damping the step
-    tries is factored once (cheap for the default s ≪ nC).
+    tries is factored once, on first use (cheap for the default s ≪ nC).
 
     Parameters
     ----------
@@ -401,7 +403,8 @@ class SketchPreconditioner:
         self.diagonal = np.maximum(diagonal, 0.0)
         self._damping = None
 
-    def _factor(self, damping):
+    def factor(self, damping):
+        """Factor the scaled sketch for the system ``G + damping I``."""
         shifted = self.diagonal + damping
         self._row_scale = 1.0 / np.sqrt(shifted)
         self._shift = float(np.mean(damping / shifted))
@@ -424,7 +427,7 @@ class SketchPreconditioner:
     def apply(self, vector, damping):
         """``P⁻¹ vector`` for the system ``G + damping I``."""
         if damping != self._damping:
-            self._factor(damping)
+            self.factor(damping)
         scaled = self._row_scale * vector
         if len(self._eigenvalues):
             floor = 0.0 if self._full_rank else self._eigenvalues.min()
