@@ -61,18 +61,21 @@ _GROW_POOR_FIT = 2.0
 # core busy, outside the bench: Cholesky of n*C = 4000 took 6.2 s on two BLAS
 # threads and 1.1 s on one. CG's product with the Gram is bound by memory
 # bandwidth, so both solvers keep the same one-thread budget.
+
 # gn_solver='auto' uses 'sketch-cg' from this system size n*C on and Cholesky
 # below it. `python bench/gauss_newton.py --sections 3` (2 x 2048 network,
 # C = 1, 2 busy cores, four runs) measured sketch-CG at 1.6-3.2x Cholesky's
-# time at n*C = 1000, 0.9-1.5x at 1500, 0.6-1.0x at 2000 and 0.3-0.4x from
+# time at n*C = 1000, 0.9-1.5x at 1500, 0.6-1.0x at 2000 and 0.26-0.43x from
 # 4000 to 12000: it takes 10-45 products with the Gram (2 (n*C)^2 each)
-# against Cholesky's (n*C)^3 / 3, but its sketch costs 0.04-0.1 s at any size.
+# against Cholesky's (n*C)^3 / 3, but its sketch costs 0.03-0.1 s even at
+# n*C = 1000.
 SKETCH_CG_MIN_SIZE = 2000
 # Sketch columns of gn_sketch_size='auto'. The same bench measured no
 # iteration saved by the sketch on top of the diagonal scaling with 8 to 256
 # columns, except 1-2 of 30-45 with 256 at n*C >= 8000, and more iterations
-# from 32 columns on at n*C <= 2000 (a small sketch estimates the flat
-# spectrum of the scaled Gram poorly); 16 columns cost little.
+# with 64 or more at n*C <= 2000, up to 26 against 10 (a small sketch
+# estimates the flat spectrum of the scaled Gram poorly); 16 columns cost
+# little.
 AUTO_SKETCH_SIZE = 16
 _MIN_DAMPING = 1e-12
 _MAX_DAMPING = 1e8
@@ -381,9 +384,8 @@ class SketchPreconditioner:
     largest directions of the scaled Gram: the thin QR of the tall side of Ŷ
     and the SVD of its small R give ``Ŷ Ŷᵀ = Û Σ² Ûᵀ`` (s ≥ nC:
     ``Ŷᵀ = QR``, ``Ŷ Ŷᵀ = RᵀR``, cost s·(nC)²; s < nC: ``Ŷ = QR``, cost
-    nC·s²). As in randomised Nyström
-    preconditioning, directions outside span(Û) are scaled by the smallest
-    retained eigenvalue:
+    nC·s²). As in randomised Nyström preconditioning, directions outside
+    span(Û) are scaled by the smallest retained eigenvalue:
     ``P̂⁻¹ = (σ_min² + μ) Û (Σ² + μ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``, where μ, the mean of
     ``λ / (diag(G) + λ)``, stands for the damping of the scaled system. When
     s ≥ nC and the diagonal is constant this is ``(Y Yᵀ + λI)⁻¹`` up to a
