@@ -406,13 +406,16 @@ def test_dense_engine_takes_the_same_steps():
                                                             rel=1e-6)
 
 
+@pytest.mark.parametrize("gn_solver", ["cholesky", "sketch-cg"])
 @pytest.mark.parametrize("gn_loss", ["auto", "squared"])
-def test_classification_fit_lowers_the_loss(gn_loss):
+def test_classification_fit_lowers_the_loss(gn_loss, gn_solver):
     X, y = make_blobs(n_samples=60, centers=3, random_state=0)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     clf = SparseMLPClassifier(hidden_layer_sizes=(128,), solver="gauss-newton",
-                              gn_loss=gn_loss, max_iter=5, tol=0, random_state=0).fit(X, y)
+                              gn_solver=gn_solver, gn_loss=gn_loss, max_iter=5, tol=0,
+                              random_state=0).fit(X, y)
     history = clf.gauss_newton_history_
+    assert {r["method"] for r in history} == {gn_solver}
     assert history[-1]["loss_after"] < 0.5 * history[0]["loss_before"]
     assert clf.score(X, y) > 0.9
 
