@@ -22,10 +22,13 @@
    Gram, Cholesky, low-rank update, trial forward) against width, synthetic
    data, with the same step computed by dense NumPy/BLAS layers, and the
    log-log slope of each.
-3. The solvers on the Gram of a 2 x 2048 network for growing n (C = 1):
-   CG iterations to the solve tolerance with and without the sketch
-   preconditioner (sketch size 2 n), and time of 'sketch-cg' (sketch, QR,
-   CG) against Cholesky.
+3. The solvers on the Gram of a 2 x 2048 network for growing n (C = 1),
+   up to well past the size from which gn_solver='auto' picks 'sketch-cg':
+   CG iterations to the solve tolerance without a preconditioner, with the
+   preconditioner's diagonal scaling alone, and with the whole 'sketch-cg'
+   preconditioner (default sketch size); the time of 'sketch-cg' (sketch,
+   factorisation, CG) against Cholesky's, best of interleaved repeats, and
+   their ratio. Then the sketch-CG iterations for other sketch sizes.
 
 Timings on a shared or busy machine vary by up to 2x; compare columns of the
 same run.
@@ -216,13 +219,42 @@ def width_sweep(widths, steps):
 # ---------------------------------------------------------------- solvers
 
 
-def solver_sweep(sizes, width, tol=1e-6):
+class DiagonalOnly:
+    """The diagonal scaling of `SketchPreconditioner` without its sketch."""
+
+    def __init__(self, diagonal):
+        self.diagonal = diagonal
+
+    def apply(self, vector, damping):
+        return vector / (self.diagonal + damping)
+
+
+def sketch_cg(factors, gram, residual, damping, tol, sketch_size=gn.AUTO_SKETCH_SIZE):
+    """The 'sketch-cg' solve; returns (sketch s, factor s, CG s), iterations."""
+    t0 = time.perf_counter()
+    sketch = gn.jacobian_sketch(factors, sketch_size, 0)
+    t1 = time.perf_counter()
+    preconditioner = gn.SketchPreconditioner(sketch, np.diag(gram))
+    preconditioner.factor(damping)
+    t2 = time.perf_counter()
+    _, iterations, converged = gn.conjugate_gradient(gram, residual, damping, tol,
+                                                     10 * len(gram), preconditioner)
+    t3 = time.perf_counter()
+    assert converged
+    return (t1 - t0, t2 - t1, t3 - t2), iterations
+
+
+def solver_sweep(sizes, width, repeats, sketch_sizes, tol=1e-6):
     print(f"\n3. Solvers on the Gram of a 2 x {width} network (synthetic sphere data, "
-          f"C = 1, damping 1e-3 x mean diagonal, CG tolerance {tol:g}, sketch size 2 n)")
-    print(f"{'n*C':>6} {'plain CG it':>11} {'sketch-CG it':>12} {'cholesky s':>10} "
-          f"{'sketch-cg s':>11} {'(sketch':>8} {'QR':>6} {'CG)':>6} {'plain CG s':>10}")
+          f"C = 1, damping 1e-3 x mean diagonal, CG tolerance {tol:g}, sketch size "
+          f"{gn.AUTO_SKETCH_SIZE}; times best of {repeats} interleaved; 'auto' picks "
+          f"sketch-cg from n*C = {gn.SKETCH_CG_MIN_SIZE})")
+    print(f"{'n*C':>6} {'plain CG it':>11} {'diag CG it':>10} {'sketch-CG it':>12} "
+          f"{'cholesky s':>10} {'sketch-cg s':>11} {'(sketch':>8} {'factor':>7} {'CG)':>7} "
+          f"{'ratio':>6} {'plain CG s':>10}")
     rng = np.random.default_rng(1)
     w = rng.standard_normal(32)
+    iterations_by_sketch_size = []
     for n in sizes:
         X = on_sphere(rng.standard_normal((n, 32)))
         y = standardised(np.sin(2 * X @ w / np.sqrt(32)))
@@ -233,28 +265,38 @@ def solver_sweep(sizes, width, tol=1e-6):
         gram = gn.jacobian_gram(factors)
         residual = output[:, 0].astype(np.float64) - y
         damping = 1e-3 * np.mean(np.diag(gram))
-        start = time.perf_counter()
-        gn.solve_cholesky(gram, residual, damping)
-        cholesky = time.perf_counter() - start
+        # Interleaved like _timing.best_times, but keeping the split of the
+        # fastest sketch-cg run.
+        cholesky, split = np.inf, None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            gn.solve_cholesky(gram, residual, damping)
+            cholesky = min(cholesky, time.perf_counter() - start)
+            run, iterations = sketch_cg(factors, gram, residual, damping, tol)
+            split = run if split is None or sum(run) < sum(split) else split
+        sketched_time = sum(split)
         start = time.perf_counter()
         _, plain, _ = gn.conjugate_gradient(gram, residual, damping, tol, 10 * n)
         plain_time = time.perf_counter() - start
-        t0 = time.perf_counter()
-        sketch = gn.jacobian_sketch(factors, 2 * n, 0)
-        t1 = time.perf_counter()
-        preconditioner = gn.SketchPreconditioner(sketch)
-        t2 = time.perf_counter()
-        _, iterations, _ = gn.conjugate_gradient(gram, residual, damping, tol, 10 * n,
-                                                 preconditioner)
-        t3 = time.perf_counter()
-        print(f"{n:>6} {plain:>11} {iterations:>12} {cholesky:>10.3f} {t3 - t0:>11.3f} "
-              f"{t1 - t0:>8.3f} {t2 - t1:>6.3f} {t3 - t2:>6.3f} {plain_time:>10.3f}")
+        _, diagonal, _ = gn.conjugate_gradient(gram, residual, damping, tol, 10 * n,
+                                               DiagonalOnly(np.diag(gram)))
+        iterations_by_sketch_size.append(
+            [sketch_cg(factors, gram, residual, damping, tol, size)[1] for size in sketch_sizes])
+        print(f"{n:>6} {plain:>11} {diagonal:>10} {iterations:>12} {cholesky:>10.3f} "
+              f"{sketched_time:>11.3f} {split[0]:>8.3f} {split[1]:>7.3f} {split[2]:>7.3f} "
+              f"{sketched_time / cholesky:>6.2f} {plain_time:>10.3f}")
+    print("ratio: sketch-cg time / cholesky time; diag CG: the preconditioner's diagonal "
+          "scaling without the sketch")
+    print("sketch-CG iterations against the sketch size")
+    print(f"{'n*C':>6} " + " ".join(f"{f's = {size}':>9}" for size in sketch_sizes))
+    for n, counts in zip(sizes, iterations_by_sketch_size):
+        print(f"{n:>6} " + " ".join(f"{count:>9}" for count in counts))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="width 1024 for the comparison, widths 1024-4096, n <= 1000")
+                        help="width 1024 for the comparison, widths 1024-4096, n <= 2000")
     parser.add_argument("--adam-budget", type=float, default=5.0,
                         help="Adam's time budget per learning rate, as a multiple of "
                              "Gauss-Newton's time to target (default 5: a ratio of at "
@@ -267,11 +309,13 @@ def main():
     if args.quick:
         parts = {"1": lambda: convergence(1024, args.adam_budget, LEARNING_RATES[1:3]),
                  "2": lambda: width_sweep([1024, 2048, 4096], steps=2),
-                 "3": lambda: solver_sweep([250, 500, 1000], 1024)}
+                 "3": lambda: solver_sweep([500, 1000, 2000], 1024, repeats=2,
+                                           sketch_sizes=[8, 64, 256])}
     else:
         parts = {"1": lambda: convergence(4096, args.adam_budget, LEARNING_RATES),
                  "2": lambda: width_sweep([2048, 4096, 8192, 16384], steps=3),
-                 "3": lambda: solver_sweep([500, 1000, 2000, 3000], 2048)}
+                 "3": lambda: solver_sweep([1000, 1500, 2000, 4000, 8000, 12000], 2048,
+                                           repeats=3, sketch_sizes=[8, 32, 64, 128, 256])}
     for section in args.sections:
         parts[section]()
 

@@ -257,22 +257,70 @@ def test_sketch_of_jacobian_rows_is_unbiased_for_the_gram():
     assert np.linalg.norm(estimate - gram) < 0.1 * np.linalg.norm(gram)
 
 
-def test_sketch_cg_matches_cholesky_in_fewer_iterations_than_plain_cg(capsys):
+@pytest.mark.parametrize("sketch_size", [16, 800], ids=["s<nC", "s>nC"])
+def test_sketch_cg_matches_cholesky(sketch_size):
     factors, gram, residual = wide_gram()
     damping = 1e-3 * np.mean(np.diag(gram))
     exact, method = gn.solve_cholesky(gram, residual, damping)
     assert method == "cholesky"
-    preconditioner = gn.SketchPreconditioner(gn.jacobian_sketch(factors, 800, 0))
+    preconditioner = gn.SketchPreconditioner(gn.jacobian_sketch(factors, sketch_size, 0),
+                                             np.diag(gram))
     tol = 1e-8
-    x, preconditioned, converged = gn.conjugate_gradient(gram, residual, damping, tol, 2000,
-                                                         preconditioner)
+    x, _, converged = gn.conjugate_gradient(gram, residual, damping, tol, 2000,
+                                            preconditioner)
     assert converged
+    assert np.linalg.norm((gram + damping * np.eye(len(gram))) @ x - residual) <= (
+        tol * np.linalg.norm(residual))
     np.testing.assert_allclose(x, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())
-    _, plain, _ = gn.conjugate_gradient(gram, residual, damping, tol, 2000)
+
+
+def test_preconditioned_cg_takes_fewer_iterations_than_plain_cg(capsys):
+    # The rows of J differ in norm (samples with few active units), which the
+    # diagonal of the preconditioner evens out; an identity preconditioner
+    # would take as many iterations as plain CG and fail the assertion.
+    factors, gram, residual = wide_gram()
+    damping = 1e-3 * np.mean(np.diag(gram))
+    preconditioner = gn.SketchPreconditioner(
+        gn.jacobian_sketch(factors, gn.AUTO_SKETCH_SIZE, 0), np.diag(gram))
+    _, preconditioned, converged = gn.conjugate_gradient(gram, residual, damping, 1e-8, 2000,
+                                                         preconditioner)
+    _, plain, _ = gn.conjugate_gradient(gram, residual, damping, 1e-8, 2000)
     with capsys.disabled():
         print(f"\n  CG iterations to 1e-8 on n=200: sketch-preconditioned {preconditioned}, "
               f"plain {plain}")
-    assert preconditioned < plain
+    assert converged
+    assert preconditioned < 0.5 * plain
+
+
+def test_preconditioned_cg_solves_every_damping_the_step_tries():
+    factors, gram, residual = wide_gram(n_samples=60, width=128)
+    preconditioner = gn.SketchPreconditioner(gn.jacobian_sketch(factors, 16, 0),
+                                             np.diag(gram))
+    scale = np.mean(np.diag(gram))
+    for damping in (1e-3 * scale, 10.0 * scale, 1e-3 * scale):
+        x, _, converged = gn.conjugate_gradient(gram, residual, damping, 1e-10, 500,
+                                                preconditioner)
+        assert converged
+        np.testing.assert_allclose(x, gn.solve_cholesky(gram, residual, damping)[0],
+                                   rtol=1e-6, atol=1e-8 * np.abs(x).max())
+
+
+@pytest.mark.parametrize(
+    "method,size,expected",
+    [("auto", 99, "cholesky"), ("auto", 100, "sketch-cg"), ("auto", 5000, "sketch-cg"),
+     ("cholesky", 5000, "cholesky"), ("sketch-cg", 10, "sketch-cg")],
+)
+def test_auto_method_picks_by_system_size(method, size, expected):
+    assert gn.method_for_size(method, size, min_sketch_cg_size=100) == expected
+
+
+def test_auto_solver_of_the_estimator_follows_the_size_threshold(monkeypatch):
+    X, y = regression_data()
+    for threshold, expected in ((len(y), "sketch-cg"), (len(y) + 1, "cholesky")):
+        monkeypatch.setattr(gn, "SKETCH_CG_MIN_SIZE", threshold)
+        reg = SparseMLPRegressor(hidden_layer_sizes=(64, 64), solver="gauss-newton",
+                                 max_iter=2, tol=0, random_state=0).fit(X, y)
+        assert {r["method"] for r in reg.gauss_newton_history_} == {expected}
 
 
 def test_singular_system_without_damping_falls_back_to_a_pseudo_inverse():
@@ -358,14 +406,17 @@ def test_dense_engine_takes_the_same_steps():
                                                             rel=1e-6)
 
 
+@pytest.mark.parametrize("gn_solver", ["cholesky", "sketch-cg"])
 @pytest.mark.parametrize("gn_loss", ["auto", "squared"])
-def test_classification_fit_lowers_the_loss(gn_loss):
+def test_classification_fit_lowers_the_loss(gn_loss, gn_solver):
     # Well separated blobs (3-nearest-neighbours classifies every sample).
     X, y = make_blobs(n_samples=60, centers=3, cluster_std=0.5, random_state=0)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     clf = SparseMLPClassifier(hidden_layer_sizes=(128,), solver="gauss-newton",
-                              gn_loss=gn_loss, max_iter=5, tol=0, random_state=0).fit(X, y)
+                              gn_solver=gn_solver, gn_loss=gn_loss, max_iter=5, tol=0,
+                              random_state=0).fit(X, y)
     history = clf.gauss_newton_history_
+    assert {r["method"] for r in history} == {gn_solver}
     assert history[-1]["loss_after"] < 0.05 * history[0]["loss_before"]
     assert clf.score(X, y) == 1.0
 

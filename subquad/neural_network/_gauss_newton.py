@@ -57,7 +57,26 @@ _GROW_POOR_FIT = 2.0
 # products run on one BLAS thread. Measured on 2 busy cores: the first multi-threaded LAPACK call
 # after the OpenMP kernels took 20x longer than one thread (n*C = 2000:
 # Cholesky 3.0 s vs 0.16 s; preconditioner 29 s vs 6.9 s), later ones at most
-# 1.5x less; at n*C = 442 the penalty was 100x.
+# 1.5x less; at n*C = 442 the penalty was 100x. Measured again with the other
+# core busy, outside the bench: Cholesky of n*C = 4000 took 6.2 s on two BLAS
+# threads and 1.1 s on one. CG's product with the Gram is bound by memory
+# bandwidth, so both solvers keep the same one-thread budget.
+
+# gn_solver='auto' uses 'sketch-cg' from this system size n*C on and Cholesky
+# below it. `python bench/gauss_newton.py --sections 3` (2 x 2048 network,
+# C = 1, 2 busy cores, four runs) measured sketch-CG at 1.6-3.2x Cholesky's
+# time at n*C = 1000, 0.9-1.5x at 1500, 0.6-1.0x at 2000 and 0.26-0.43x from
+# 4000 to 12000: it takes 10-45 products with the Gram (2 (n*C)^2 each)
+# against Cholesky's (n*C)^3 / 3, but its sketch costs 0.03-0.1 s even at
+# n*C = 1000.
+SKETCH_CG_MIN_SIZE = 2000
+# Sketch columns of gn_sketch_size='auto'. The same bench measured no
+# iteration saved by the sketch on top of the diagonal scaling with 8 to 256
+# columns, except 1-2 of 30-45 with 256 at n*C >= 8000, and more iterations
+# with 64 or more at n*C <= 2000, up to 26 against 10 (a small sketch
+# estimates the flat spectrum of the scaled Gram poorly); 16 columns cost
+# little.
+AUTO_SKETCH_SIZE = 16
 _MIN_DAMPING = 1e-12
 _MAX_DAMPING = 1e8
 # Cholesky factors whose squared diagonal spread is below this are treated as
@@ -355,43 +374,69 @@ def _mix_samples(root, matrix):
 
 
 class SketchPreconditioner:
-    """``P ≈ Y Yᵀ + λI`` from the sketch Y of the Jacobian rows.
+    """``P ≈ D^{1/2} (Ŷ Ŷᵀ + μI) D^{1/2}`` from the sketch Y of the Jacobian
+    rows, with ``D = diag(G) + λ`` and ``Ŷ = D^{-1/2} Y``.
 
-    The thin QR of the tall side of the sketch and the SVD of its small R
-    give ``Y Yᵀ = Û Σ² Ûᵀ`` (s ≥ nC: ``Yᵀ = QR``, ``Y Yᵀ = RᵀR``, cost
-    s·(nC)²; s < nC: ``Y = QR``, cost nC·s²). As in randomised Nyström
-    preconditioning, directions outside span(Û) are scaled by the smallest
-    retained eigenvalue: ``P⁻¹ = (σ_min² + λ) Û (Σ² + λ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``.
-    When s ≥ nC this is ``(Y Yᵀ + λI)⁻¹`` up to a constant factor, which CG
-    ignores. λ enters only through Σ, so one factorisation serves every
-    damping the step tries.
+    The diagonal does all the measured work: the rows of J differ widely in
+    norm (samples with few active units), and bench/gauss_newton.py section 3
+    measured plain CG at 62-555 iterations where the diagonally scaled
+    system needs 10-45; the sketch saved at most 2 more. It targets the
+    largest directions of the scaled Gram: the thin QR of the tall side of Ŷ
+    and the SVD of its small R give ``Ŷ Ŷᵀ = Û Σ² Ûᵀ`` (s ≥ nC:
+    ``Ŷᵀ = QR``, ``Ŷ Ŷᵀ = RᵀR``, cost s·(nC)²; s < nC: ``Ŷ = QR``, cost
+    nC·s²). As in randomised Nyström preconditioning, directions outside
+    span(Û) are scaled by the smallest retained eigenvalue:
+    ``P̂⁻¹ = (σ_min² + μ) Û (Σ² + μ)⁻¹ Ûᵀ + (I − Û Ûᵀ)``, where μ, the mean of
+    ``λ / (diag(G) + λ)``, stands for the damping of the scaled system. When
+    s ≥ nC and the diagonal is constant this is ``(Y Yᵀ + λI)⁻¹`` up to a
+    constant factor, which CG ignores. λ changes D, so each damping the step
+    tries is factored once, on first use (cheap for the default s ≪ nC).
+
+    Parameters
+    ----------
+    sketch : ndarray of shape (n*C, s)
+        From `jacobian_sketch` (times ``B^{1/2}`` for the cross-entropy).
+    diagonal : ndarray of shape (n*C,)
+        Diagonal of the Gram the CG solves with.
     """
 
-    def __init__(self, sketch):
-        with blas_threads_limited(1):
-            self._factor(sketch)
+    def __init__(self, sketch, diagonal):
+        self.sketch = sketch
+        self.diagonal = np.maximum(diagonal, 0.0)
+        self._damping = None
 
-    def _factor(self, sketch):
-        if sketch.shape[1] >= sketch.shape[0]:
-            R = np.linalg.qr(sketch.T, mode="r")
-            _, singular, right = np.linalg.svd(R, full_matrices=False)
-            basis = right.T
-        else:
-            Q, R = np.linalg.qr(sketch, mode="reduced")
-            left, singular, _ = np.linalg.svd(R, full_matrices=False)
-            basis = Q @ left
+    def factor(self, damping):
+        """Factor the scaled sketch for the system ``G + damping I``."""
+        shifted = self.diagonal + damping
+        self._row_scale = 1.0 / np.sqrt(shifted)
+        self._shift = float(np.mean(damping / shifted))
+        sketch = self._row_scale[:, None] * self.sketch
+        with blas_threads_limited(1):
+            if sketch.shape[1] >= sketch.shape[0]:
+                R = np.linalg.qr(sketch.T, mode="r")
+                _, singular, right = np.linalg.svd(R, full_matrices=False)
+                basis = right.T
+            else:
+                Q, R = np.linalg.qr(sketch, mode="reduced")
+                left, singular, _ = np.linalg.svd(R, full_matrices=False)
+                basis = Q @ left
         keep = singular > 1e-10 * max(singular.max(initial=0.0), 1e-300)
-        self.basis = basis[:, keep]
-        self.eigenvalues = singular[keep] ** 2
-        self.full_rank = self.basis.shape[1] == sketch.shape[0]
+        self._basis = basis[:, keep]
+        self._eigenvalues = singular[keep] ** 2
+        self._full_rank = self._basis.shape[1] == sketch.shape[0]
+        self._damping = damping
 
     def apply(self, vector, damping):
-        if not len(self.eigenvalues):
-            return vector.copy()
-        floor = 0.0 if self.full_rank else self.eigenvalues.min()
-        coefficients = self.basis.T @ vector
-        scaled = (floor + damping) / (self.eigenvalues + damping) * coefficients
-        return vector - self.basis @ coefficients + self.basis @ scaled
+        """``P⁻¹ vector`` for the system ``G + damping I``."""
+        if damping != self._damping:
+            self.factor(damping)
+        scaled = self._row_scale * vector
+        if len(self._eigenvalues):
+            floor = 0.0 if self._full_rank else self._eigenvalues.min()
+            coefficients = self._basis.T @ scaled
+            shrunk = (floor + self._shift) / (self._eigenvalues + self._shift) * coefficients
+            scaled = scaled - self._basis @ (coefficients - shrunk)
+        return self._row_scale * scaled
 
 
 def conjugate_gradient(gram, rhs, damping, tol, max_iter, preconditioner=None):
@@ -446,6 +491,15 @@ def _predicted_decrease(gram, root, gradient, coefficients):
     return float(np.sum(gradient * u) - 0.5 * np.sum(curved * curved)) / n
 
 
+def method_for_size(method, size, min_sketch_cg_size):
+    """The solver for a system of `size` rows: `method` itself unless it is
+    'auto', which is 'sketch-cg' from `min_sketch_cg_size` rows on and
+    'cholesky' below."""
+    if method != "auto":
+        return method
+    return "sketch-cg" if size >= min_sketch_cg_size else "cholesky"
+
+
 class GaussNewton:
     """Levenberg–Marquardt-damped Gauss–Newton steps on batches.
 
@@ -453,13 +507,14 @@ class GaussNewton:
     ----------
     loss : {'squared', 'cross-entropy'}
     method : {'auto', 'cholesky', 'sketch-cg'}
+        'auto' picks by the system size: `method_for_size` with
+        `SKETCH_CG_MIN_SIZE`.
     damping : float
         Initial λ, relative to the mean diagonal of the (curvature-weighted)
         Gram. Adapted after every step and kept across steps.
     sketch_size : 'auto' or int
-        Columns of the Jacobian sketch for 'sketch-cg'; 'auto' is ``2 n*C``
-        (a subspace embedding needs more columns than rows: with fewer, the
-        preconditioner was measured to save no iterations).
+        Columns of the Jacobian sketch for 'sketch-cg'; 'auto' is
+        `AUTO_SKETCH_SIZE`.
     cg_tol : float
         Relative residual at which CG stops.
     cg_max_iter : int
@@ -486,13 +541,6 @@ class GaussNewton:
         self.cg_max_iter = cg_max_iter
         self.rng = rng
         self.history = []
-
-    def _method_for(self):
-        # 'auto' is Cholesky at every size the Gram may have: bench/gauss_newton.py
-        # found no n*C (up to 3000, 2 cores) at which sketch-CG was faster, since
-        # a preconditioner that cuts iterations needs s >= 2 n*C columns and its
-        # QR (n*C * s^2) then costs more than Cholesky ((n*C)^3 / 3).
-        return "cholesky" if self.method == "auto" else self.method
 
     def step(self, network, X, Y):
         """One damped step on the batch (X, Y).
@@ -525,15 +573,15 @@ class GaussNewton:
         size = len(gram)
         scale = float(np.mean(np.diag(gram)))
         scale = scale if scale > 0 else 1.0
-        method = self._method_for()
+        method = method_for_size(self.method, size, SKETCH_CG_MIN_SIZE)
         preconditioner = None
         if method == "sketch-cg":
-            sketch_size = (2 * size if self.sketch_size == "auto"
+            sketch_size = (AUTO_SKETCH_SIZE if self.sketch_size == "auto"
                            else int(self.sketch_size))
             sketch = jacobian_sketch(factors, sketch_size, self.rng.integers(2**31 - 1))
             if root is not None:
                 sketch = _mix_samples(root, sketch)
-            preconditioner = SketchPreconditioner(sketch)
+            preconditioner = SketchPreconditioner(sketch, np.diag(gram))
         rhs = rhs.ravel()
         gradient = (output.astype(np.float64) - Y if root is None
                     else np.einsum("iab,ib->ia", root, rhs.reshape(output.shape)))

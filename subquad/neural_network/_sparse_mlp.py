@@ -653,16 +653,19 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         keeping the index current costs more than it saves). Results equal
         the brute path up to rounding of values at the threshold.
     gn_solver : {'auto', 'cholesky', 'sketch-cg'}, default='auto'
-        How 'gauss-newton' solves its damped system: Cholesky (with an
-        eigendecomposition fallback when the system is singular), or
-        conjugate gradient preconditioned by the QR of a TensorSRHT sketch
-        of the Jacobian rows (never formed). 'auto' is 'cholesky': no size
-        at which 'sketch-cg' is faster has been measured (see the README).
+        How 'gauss-newton' solves its damped system of ``batch * n_outputs``
+        rows: Cholesky (with an eigendecomposition fallback when the system
+        is singular), or conjugate gradient preconditioned by the Gram's
+        diagonal and the QR of a TensorSRHT sketch of the Jacobian rows
+        (never formed). 'auto' is 'sketch-cg' from 2000 rows on and
+        'cholesky' below, the crossover measured by bench/gauss_newton.py
+        (see the README).
     gn_damping : float > 0, default=1e-3
         Initial Levenberg–Marquardt damping, relative to the mean diagonal of
         the Gram; adapted after every step.
     gn_sketch_size : int or 'auto', default='auto'
-        Sketch columns for 'sketch-cg'; 'auto' is ``2 * batch * n_outputs``.
+        Sketch columns for 'sketch-cg'; 'auto' is 16. Larger sketches were
+        measured to save no iterations (see the README).
     gn_cg_tol : float in (0, 1), default=1e-6
         Relative residual at which 'sketch-cg' stops.
     gn_cg_max_iter : int, default=200
