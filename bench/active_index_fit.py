@@ -3,8 +3,8 @@
     python bench/active_index_fit.py           # width 2**17, 20000 training rows
     python bench/active_index_fit.py --quick   # width 2**15, 5000 training rows
 
-Fits SparseMLPClassifier (one very wide hidden layer, d = 4 synthetic data,
-early stopping so every epoch scores a validation split) with
+Fits SparseMLPClassifier (one very wide hidden layer, d = 3 synthetic data,
+which the sphere lift makes a 4-dimensional network input; early stopping so every epoch scores a validation split) with
 ``first_layer_index=False`` and ``'auto'``, then predicts a large test set
 with both, and prints:
 
@@ -26,7 +26,7 @@ from subquad.linalg.threshold import threshold_csr
 
 def data(rng, n, dim):
     X = rng.standard_normal((n, dim))
-    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] - 0.5 * X[:, 3] > 0).astype(int)
+    y = (np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] > 0).astype(int)
     return X, y
 
 
@@ -42,7 +42,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     width, n_train, n_test = (1 << 15, 5000, 20000) if args.quick else (1 << 17, 20000, 100000)
-    dim, batch = 4, 256
+    dim, batch = 3, 256
     rng = np.random.default_rng(0)
     X, y = data(rng, n_train, dim)
     X_test, y_test = data(rng, n_test, dim)
@@ -76,10 +76,11 @@ def main():
           f"(index reused)")
 
     # One training step's first layer, on the trained network.
-    network = results[False][5]._network
+    fitted = results[False][5]
+    network = fitted._network
     neurons = network._first_layer_neurons()
     W, c, b, s = network.hidden_W[0], network.hidden_c[0], network.thresholds[0], network.scales[0]
-    Xb = X[:batch].astype(np.float32)
+    Xb = fitted._network_input(X[:batch])  # lifted onto the sphere
     shift = ((c.astype(np.float64) - b) / s).astype(np.float32)
     t_brute, H = timed(lambda: threshold_csr(Xb, W, shift))
     moved = np.unique(H.indices)
