@@ -139,6 +139,31 @@ def test_sphere_lift_gives_every_sample_active_units_in_every_layer():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 2])
+def test_optimizer_state_never_holds_denormals(dtype, n_threads):
+    """Adam's second moment decaying below the smallest normal number is
+    flushed to zero (denormal arithmetic is ~100x slower), and the weights
+    and moments of normal size are updated as NumPy would."""
+    from subquad.neural_network._sparse_backprop import OPTIMIZER_ADAM, backward_update
+
+    tiny = np.finfo(dtype).tiny
+    W = np.array([[0.5, -0.25]], dtype=dtype)
+    state = np.zeros((1, 2, 2), dtype=dtype)
+    state[0, :, 1] = [1.5 * tiny, 0.04]  # beta_2 = 0.5 takes the first below tiny
+    one = np.ones(1, dtype=dtype)
+    backward_update(np.array([0, 1], np.int64), np.zeros(1, np.int32), one,
+                    np.zeros(1, np.int64), np.array([0.0, 0.2], dtype=dtype),
+                    np.array([0, 1], np.int32), np.array([0, 2], np.int64), W, state,
+                    np.zeros(1, dtype=dtype), False, OPTIMIZER_ADAM, 1.0, 1e-3, 0.0, False,
+                    0.9, 0.5, 1e-8, n_threads)
+    assert state[0, 0, 1] == 0 and W[0, 0] == dtype(0.5)
+    m = 0.1 * 0.2
+    v = 0.5 * 0.04 + 0.5 * 0.2**2
+    np.testing.assert_allclose(state[0, 1], [m, v], rtol=1e-6)
+    np.testing.assert_allclose(W[0, 1], -0.25 - 1e-3 * m / (np.sqrt(v) + 1e-8), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("sparse_input", [False, True], ids=["dense-X", "csr-X"])
 def test_sparse_step_equals_dense_step(dtype, n_threads, sparse_input):
     """From the same weights, one sparse training step (fused backward, lazy

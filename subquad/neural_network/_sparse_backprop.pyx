@@ -13,7 +13,8 @@ j, with the samples that use input unit j:
 3. the optimizer updates W[j, c] and its state only where g has entries.
 
 Each row is owned by one thread, so results do not depend on the thread
-count, and the weights are read and written in one pass. ``s`` is the
+count, and the weights are read and written in one pass. Denormal numbers
+are flushed to zero meanwhile (see _denormals.pxd). ``s`` is the
 layer's weight scale (weight decay multiplies it instead of touching every
 weight); stored weights are the true ones divided by ``s``.
 """
@@ -22,6 +23,8 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite, sqrt, sqrtf
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
+
+from .._denormals cimport flush_denormals, restore_denormals
 
 cdef extern from *:
     """
@@ -84,11 +87,13 @@ def backward_update(
     cdef floating* grad
     cdef int64_t* touched
     cdef int64_t* stamp
+    cdef unsigned long long fp_mode
     cdef int64_t n_bad = 0
     cdef int failed = 0
     if m_out == 0:
         return 0
     with nogil, parallel(num_threads=n_threads):
+        fp_mode = flush_denormals()
         grad = <floating*> malloc(m_out * sizeof(floating))
         touched = <int64_t*> malloc(m_out * sizeof(int64_t))
         stamp = <int64_t*> malloc(m_out * sizeof(int64_t))
@@ -152,6 +157,7 @@ def backward_update(
         free(grad)
         free(touched)
         free(stamp)
+        restore_denormals(fp_mode)
     if failed:
         raise MemoryError("backward_update: could not allocate per-thread accumulators")
     return n_bad
