@@ -38,7 +38,8 @@ def digits():
                             random_state=0)
 
 
-def train_and_time(engine, width, batch_size, steps, data, learning_rate):
+def train_and_time(engine, width, batch_size, steps, data, learning_rate,
+                   input_normalization="sphere"):
     """Initialise, then time `steps` steps on shuffled mini-batches; return
     median seconds per step, test accuracy after those steps and the mean
     active fraction of each hidden layer."""
@@ -46,6 +47,7 @@ def train_and_time(engine, width, batch_size, steps, data, learning_rate):
     # Initialise (the data-scaled initialisation needs more rows than one
     # batch of 8) with one untimed warm-up step on 256 samples.
     clf = SparseMLPClassifier(hidden_layer_sizes=(width, width), engine=engine, batch_size=256,
+                              input_normalization=input_normalization,
                               learning_rate_init=learning_rate, max_iter=1, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -106,8 +108,12 @@ def main(argv=None):
     parser.add_argument("--plot", default="bench/results/mlp_scaling.png")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
     parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--widths", type=int, nargs="+", help="default 2048 4096 8192 16384")
+    parser.add_argument("--input-normalization", choices=["sphere", "none"], default="sphere",
+                        help="the estimators' input_normalization ('none': None)")
     args = parser.parse_args(argv)
-    widths = [512, 1024, 2048] if args.quick else [2048, 4096, 8192, 16384]
+    widths = args.widths or ([512, 1024, 2048] if args.quick else [2048, 4096, 8192, 16384])
+    normalization = None if args.input_normalization == "none" else "sphere"
     steps = 5 if args.quick else args.steps
     info = config_info()
     print(f"subquad {info['subquad']}, {info['n_threads']} threads, float32, 2 hidden layers, "
@@ -122,8 +128,10 @@ def main(argv=None):
         print(header)
         rows = []
         for width in widths:
-            sparse = train_and_time("sparse", width, batch_size, steps, data, args.learning_rate)
-            dense = train_and_time("dense", width, batch_size, steps, data, args.learning_rate)
+            sparse = train_and_time("sparse", width, batch_size, steps, data, args.learning_rate,
+                                    normalization)
+            dense = train_and_time("dense", width, batch_size, steps, data, args.learning_rate,
+                                   normalization)
             torch_t = torch_step_time(width, batch_size, 64, 10, min(steps, 10))
             rows.append((width, sparse, dense, torch_t))
             torch_text = f"{torch_t * 1e3:>9.1f}" if torch_t else f"{'-':>9}"
@@ -131,14 +139,17 @@ def main(argv=None):
                   f"{dense[0] / sparse[0]:>8.1f}x {torch_text} {sparse[1]:>11.4f} "
                   f"{dense[1]:>10.4f}  " + ", ".join(f"{a:.2%}" for a in sparse[2]), flush=True)
         w = [r[0] for r in rows]
-        slopes = {"sparse": slope(w, [r[1][0] for r in rows]),
-                  "dense": slope(w, [r[2][0] for r in rows])}
-        if all(r[3] for r in rows):
-            slopes["torch"] = slope(w, [r[3] for r in rows])
-        print("log-log slope of time per step vs width: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()))
+        slopes = {}
+        if len(w) > 1:
+            slopes = {"sparse": slope(w, [r[1][0] for r in rows]),
+                      "dense": slope(w, [r[2][0] for r in rows])}
+            if all(r[3] for r in rows):
+                slopes["torch"] = slope(w, [r[3] for r in rows])
+            print("log-log slope of time per step vs width: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()))
         results[batch_size] = (rows, slopes)
-    plot(results, args.plot)
+    if len(widths) > 1:
+        plot(results, args.plot)
 
 
 def plot(results, path):

@@ -26,12 +26,13 @@ from ._sparse_backprop import backward_update
 _MIN_SCALE = 1e-3
 
 # first_layer_index='auto' uses an ActiveNeuronIndex for the first layer of
-# a prediction only for low-dimensional dense input (bench/active_index.py:
-# the tree wins ~14x at dim 4 and loses at dim 8), a very wide first layer
-# and enough rows to pay for building the index (bench/active_index_fit.py:
-# a build costs about as much as a brute first layer on a few hundred rows). Training steps never use it: a step
-# moves most first-layer neurons and every bias, and updating the bounds
-# (or rebuilding) costs more than the brute layer it would replace.
+# a prediction only for low-dimensional dense input (the index has one more
+# coordinate, the bias; bench/active_index.py: the tree wins ~4x at dim 4 and
+# loses at dim 8), a very wide first layer and enough rows to pay for
+# building the index (bench/active_index_fit.py: a build costs about as much
+# as a brute first layer on a few hundred rows). Training steps never use
+# it: a step moves most first-layer neurons and every bias, and updating the
+# bounds (or rebuilding) costs more than the brute layer it would replace.
 _INDEX_MAX_INPUT_DIM = 4
 _INDEX_MIN_WIDTH = 1 << 15
 _INDEX_MIN_ROWS = 2048
