@@ -22,37 +22,31 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def _row_squared_norms(X):
+    """Squared norm of every row of X (dense or CSR), in float64."""
+    if sp.issparse(X):
+        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+
 def sphere_offset(X):
     """The lift's extra coordinate c for training inputs X: the root mean
     square of the row norms (1 when every row is zero)."""
-    squared = X.multiply(X).sum() if sp.issparse(X) else np.einsum("ij,ij->", X, X)
-    offset = float(np.sqrt(squared / max(X.shape[0], 1)))
+    offset = float(np.sqrt(np.mean(_row_squared_norms(X)))) if X.shape[0] else 0.0
     return offset if offset > 0 and np.isfinite(offset) else 1.0
 
 
 def lift_to_sphere(X, offset):
     """``sqrt(d + 1) * (x, offset) / ||(x, offset)||`` for every row of X
-    (dense or CSR; same dtype, CSR stays CSR)."""
+    (dense or CSR; same dtype, CSR stays CSR with sorted indices)."""
     n, d = X.shape
     dtype = X.dtype
+    scale = (np.sqrt(d + 1) / np.sqrt(_row_squared_norms(X) + offset * offset)).astype(dtype)
     if sp.issparse(X):
-        row_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
-    else:
-        row_sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    scale = (np.sqrt(d + 1) / np.sqrt(row_sq + offset * offset)).astype(dtype)
-    if sp.issparse(X):
-        counts = np.diff(X.indptr)
-        data = np.empty(X.nnz + n, dtype=dtype)
-        indices = np.empty(X.nnz + n, dtype=np.int32)
-        ends = X.indptr[1:] + np.arange(1, n + 1)
-        mask = np.ones(X.nnz + n, dtype=bool)
-        mask[ends - 1] = False
-        data[mask] = X.data * np.repeat(scale, counts)
-        indices[mask] = X.indices
-        data[~mask] = dtype.type(offset) * scale
-        indices[~mask] = d
-        indptr = np.concatenate([[0], ends]).astype(np.int32)
-        return sp.csr_matrix((data, indices, indptr), shape=(n, d + 1))
+        lift = sp.csr_matrix(np.full((n, 1), offset, dtype=dtype))
+        lifted = sp.diags(scale) @ sp.hstack([X, lift], format="csr")
+        lifted.sort_indices()
+        return lifted
     lifted = np.empty((n, d + 1), dtype=dtype)
     np.multiply(X, scale[:, None], out=lifted[:, :d])
     lifted[:, d] = dtype.type(offset) * scale
