@@ -404,3 +404,13 @@ def test_lowrank_weight_copy_semantics_and_errors():
     with pytest.raises(ValueError, match="H must have 4 columns"):
         shared.matmul(np.ones((2, 3)))
     assert "rank=0" in repr(shared)
+
+
+def test_row_pointers_of_csr_outputs_reject_more_than_int32_entries():
+    from subquad._csr_output import row_pointers
+
+    np.testing.assert_array_equal(row_pointers(np.array([2, 0, 3]), "f", "retry"),
+                                  [0, 2, 2, 5])
+    with pytest.raises(ValueError, match=r"threshold_matmul: the output has 2147483648 "
+                                         r"nonzeros.*pass H in row batches"):
+        row_pointers(np.array([2**30, 2**30]), "threshold_matmul", "pass H in row batches")

@@ -26,6 +26,7 @@ import numpy as np
 
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
+from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
 from ._vector cimport axpy_noalias
 
@@ -274,14 +275,9 @@ def tile_product(
         if not to_csr:
             return None
 
-        row_nnz = np.asarray(counts).sum(axis=1)
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(row_nnz, out=indptr[1:])
+        indptr = row_pointers(np.asarray(counts).sum(axis=1), "threshold_matmul",
+                              "pass H in row batches")
         total = int(indptr[n_rows])
-        if total > np.iinfo(np.int32).max:
-            raise ValueError(
-                f"threshold_matmul: the output has {total} nonzeros, more than a "
-                f"CSR matrix with 32-bit indices holds; pass H in row batches")
         # Where item (b, g) writes row r: after row r's entries of groups < g.
         offsets = (indptr[:-1, None] + np.cumsum(counts, axis=1) - counts)
         data_out = np.empty(total, dtype=np.asarray(W).dtype)
