@@ -4,7 +4,8 @@
     python bench/active_index_fit.py --quick   # width 2**15, 5000 training rows
 
 Fits SparseMLPClassifier (one very wide hidden layer, d = 3 synthetic data,
-which the sphere lift makes a 4-dimensional network input; early stopping so every epoch scores a validation split) with
+which the sphere lift makes a 4-dimensional network input; early stopping
+so every epoch scores a validation split) with
 ``first_layer_index=False`` and ``'auto'``, then predicts a large test set
 with both, and prints:
 
