@@ -32,7 +32,8 @@ def _row_squared_norms(X):
 def sphere_offset(X):
     """The lift's extra coordinate c for training inputs X: the root mean
     square of the row norms (1 when every row is zero)."""
-    offset = float(np.sqrt(np.mean(_row_squared_norms(X)))) if X.shape[0] else 0.0
+    squared = X.multiply(X).sum() if sp.issparse(X) else np.einsum("ij,ij->", X, X)
+    offset = float(np.sqrt(squared / max(X.shape[0], 1)))
     return offset if offset > 0 and np.isfinite(offset) else 1.0
 
 
