@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subquad import ActiveNeuronIndex
-from subquad.index._tree import build_tree, node_bounds
+from subquad.index._tree import build_tree, node_bounds, pack_lanes, refit_bounds
 
 DTYPES = [np.float32, np.float64]
 ALGORITHMS = ["tree", "brute", "auto"]
@@ -223,6 +223,43 @@ def test_results_do_not_depend_on_threads(dtype, algorithm):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dim", [1, 3, 8, 9, 20])
+def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
+    """More queries than one batch per thread, neuron counts and leaves that
+    are not multiples of the 16-neuron blocks (partial blocks at both ends
+    of a leaf and a padded last block), thresholds of both signs (padding
+    lanes of a negative threshold would be > 0), integer data so the result
+    is exact; query agrees with count and with the brute path."""
+    rng = np.random.default_rng(dim)
+    W = rng.integers(-4, 5, size=(16 * 37 + 5, dim)).astype(dtype)
+    X = rng.integers(-3, 4, size=(600, dim)).astype(dtype)
+    for leaf_size in (5, 16, 23):
+        index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=leaf_size, n_threads=n_threads)
+        for b in (-2.0, 0.0, 1.5, 6.0):
+            A = index.query(X, b)
+            assert_exact(A, W, X, b)
+            np.testing.assert_array_equal(index.count(X, b), np.diff(A.indptr))
+
+
+def test_radix_sort_with_three_passes():
+    """Over 2**22 neurons the column keys need three radix passes (the sort
+    then reuses its input as scratch); the output must still be sorted
+    and exact."""
+    n = (1 << 22) + 3
+    W = np.zeros((n, 1), dtype=np.float32)
+    rng = np.random.default_rng(7)
+    active = np.sort(rng.choice(n, size=5000, replace=False))
+    W[active, 0] = rng.integers(1, 4, size=active.size)
+    X = np.array([[1.0], [2.0]], dtype=np.float32)
+    A = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1024).query(X, 0.5)
+    for row, scale in enumerate((1.0, 2.0)):
+        np.testing.assert_array_equal(A.indices[A.indptr[row]:A.indptr[row + 1]], active)
+        np.testing.assert_array_equal(A.data[A.indptr[row]:A.indptr[row + 1]],
+                                      scale * W[active, 0] - 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_tree_prunes_in_low_dimension_and_reports_stats(dtype):
     rng = np.random.default_rng(2)
     W = rng.standard_normal((50000, 2)).astype(dtype)
@@ -268,7 +305,7 @@ def test_tree_kernels_against_numpy(dtype):
         assert end[right[k]] == end[k] and parent[k + 1] == parent[right[k]] == k
     assert np.all(end[right < 0] - start[right < 0] <= 7)
     W_tree = W[order]
-    bounds = node_bounds(W_tree, nodes, 1.0, 2)
+    bounds = node_bounds(pack_lanes(W_tree), nodes, 1.0, 2)
     for k in range(len(nodes)):
         rows = W_tree[start[k]:end[k]].astype(np.float64)
         np.testing.assert_allclose(bounds[k, :3], rows.mean(axis=0), rtol=1e-12, atol=1e-12)
@@ -276,6 +313,52 @@ def test_tree_kernels_against_numpy(dtype):
         np.testing.assert_array_equal(bounds[k, 6:9], rows.max(axis=0))
         np.testing.assert_allclose(
             bounds[k, 9], np.linalg.norm(rows - bounds[k, :3], axis=1).max(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bottom_up_refit_bounds_every_neuron(dtype):
+    """refit_bounds against node_bounds: the same boxes and centres (up to
+    rounding), and balls that still hold every neuron of their node."""
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((500, 3)).astype(dtype)
+    order, nodes, _ = build_tree(W, 9)
+    moved = pack_lanes((W + rng.standard_normal(W.shape).astype(dtype))[order])
+    exact = node_bounds(moved, nodes, 1.0, 2)
+    refit = np.full_like(exact, np.nan)
+    refit_bounds(moved, nodes, refit, 1.0, 2)
+    np.testing.assert_array_equal(refit[:, 3:9], exact[:, 3:9])
+    np.testing.assert_allclose(refit[:, :3], exact[:, :3], rtol=1e-12, atol=1e-12)
+    assert np.all(refit[:, 9] >= exact[:, 9] * (1 - 1e-12))
+    np.testing.assert_allclose(refit[:, 10], np.linalg.norm(refit[:, :3], axis=1))
+    np.testing.assert_array_equal(refit[:, 11], exact[:, 11])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_updating_every_neuron_refits_and_stays_exact(dtype):
+    rng = np.random.default_rng(8)
+    W = rng.integers(-50, 51, size=(3000, 2)).astype(dtype)
+    X = rng.integers(-3, 4, size=(50, 2)).astype(dtype)
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=16)
+    for step in range(6):
+        if step % 2:
+            W = W + rng.integers(-1, 2, size=W.shape).astype(dtype)
+            index.update(None, W)
+        else:
+            # A large subset also takes the bottom-up refit.
+            part = rng.choice(len(W), size=len(W) // 2, replace=False)
+            W[part] += rng.integers(-1, 2, size=(part.size, 2)).astype(dtype)
+            index.update(part, W[part])
+        for b in (-10.0, 40.0, 150.0):
+            assert_exact(index.query(X, b), W, X, b)
+    # Small moves: the refit bounds were queried, not a rebuilt tree.
+    assert index.n_rebuilds_ == 0 and 1.0 < index.radius_growth_ < 1.5
+    with pytest.raises(ValueError, match=r"rows must have shape \(3000, 2\)"):
+        index.update(None, W[:10])
+    # Far moves grow the leaves' radii and trigger a rebuild.
+    index.update(None, W * np.array([4, 0.25], dtype=dtype))
+    assert index.n_rebuilds_ == 1 and index.radius_growth_ == 1.0
+    W = W * np.array([4, 0.25], dtype=dtype)
+    assert_exact(index.query(X, 40.0), W, X, 40.0)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 from .._threads import effective_n_threads
 from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
 from ..linalg.threshold import threshold_csr
-from ._tree import build_tree, grow_bounds, node_bounds, tree_query
+from ._tree import (build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds, set_rows,
+                    tree_query)
 
 ALGORITHMS = ("auto", "tree", "brute")
 
@@ -117,17 +118,21 @@ class ActiveNeuronIndex:
 
     Notes
     -----
-    *Updates.* `update` writes new rows and grows the radius of every node
-    containing a changed neuron just enough to hold its new position; radii
-    never shrink (bounds are loosened lazily), so pruning degrades as neurons
-    drift. When the summed radius of all nodes exceeds
-    ``REBUILD_RADIUS_GROWTH`` (1.5) times its value at the last build, the
-    tree is rebuilt from the current rows, and `n_rebuilds_` counts it.
-    `rebuild` forces a rebuild.
+    *Updates.* `update` writes new rows and grows the ball and box of every
+    node containing a changed neuron just enough to hold its new position;
+    bounds never shrink (they are loosened lazily), so pruning degrades as
+    neurons drift. An update of more than 1/``REFIT_FRACTION`` (1/8) of the
+    neurons (``indices=None``: all of them, as after a training step)
+    instead recomputes every bound bottom-up, in time linear in the number
+    of neurons; the partition itself stays. When the summed leaf radius
+    exceeds ``REBUILD_RADIUS_GROWTH`` (1.5) times its value at the last
+    build, the tree is rebuilt from the current rows, and `n_rebuilds_`
+    counts it. `rebuild` forces a rebuild.
 
-    *Threads.* Tree queries run in parallel over queries; each thread keeps
-    a bitmap and a value array over all neurons (n_neurons / 8 +
-    n_neurons x itemsize bytes), so columns come out sorted with no sort.
+    *Threads.* Tree queries run in parallel over batches of queries (up to
+    256 per batch, at least one batch per thread), each batch walking the
+    tree once; every query stages its own output, sorted by column into the
+    CSR arrays at the end.
 
     Examples
     --------
@@ -144,6 +149,7 @@ class ActiveNeuronIndex:
     """
 
     REBUILD_RADIUS_GROWTH = 1.5
+    REFIT_FRACTION = 8
 
     def __init__(self, W, algorithm="auto", leaf_size=64, n_threads=None):
         if algorithm not in ALGORITHMS:
@@ -200,10 +206,10 @@ class ActiveNeuronIndex:
 
     def _build(self):
         order, nodes, parent = build_tree(self.W_, self.leaf_size)
-        W_tree = self.W_[order]
+        blocks = pack_lanes(self.W_[order])
         # Radii rounded upwards, far beyond float64 rounding.
         radius_factor = 1.0 + 1e-12
-        bounds = node_bounds(W_tree, nodes, radius_factor, self._threads(len(nodes)))
+        bounds = node_bounds(blocks, nodes, radius_factor, self._threads(len(nodes)))
         start, end, right = nodes.T
         # Pre-order numbering lists the leaves left to right: they tile
         # [0, n_neurons) in order.
@@ -212,9 +218,9 @@ class ActiveNeuronIndex:
         position = np.empty(self.n_neurons_, dtype=np.int64)
         position[order] = np.arange(self.n_neurons_)
         self._tree = dict(
-            order=order, position=position, W=W_tree, nodes=nodes, parent=parent,
-            leaf_of=leaf_of, bounds=bounds, radius_factor=radius_factor,
-            built_radius=float(bounds[:, 3 * self.dim_].sum()))
+            order=order, position=position, blocks=blocks, nodes=nodes, parent=parent,
+            leaf_of=leaf_of, leaves=leaves, bounds=bounds, radius_factor=radius_factor,
+            built_radius=float(bounds[leaves, 3 * self.dim_].sum()))
 
     @property
     def n_nodes_(self):
@@ -223,13 +229,14 @@ class ActiveNeuronIndex:
 
     @property
     def radius_growth_(self):
-        """Summed node radius over its value at the last build (1 right after
+        """Summed leaf radius over its value at the last build (1 right after
         a build; the rebuild policy compares it with
-        ``REBUILD_RADIUS_GROWTH``)."""
+        ``REBUILD_RADIUS_GROWTH``). Leaves, because their radii are exact
+        after a build and after a bottom-up refit alike."""
         if self._tree is None:
             return 1.0
         built = self._tree["built_radius"]
-        total = float(self._tree["bounds"][:, 3 * self.dim_].sum())
+        total = float(self._tree["bounds"][self._tree["leaves"], 3 * self.dim_].sum())
         if built == 0.0:
             return 1.0 if total == 0.0 else np.inf
         return total / built
@@ -251,8 +258,9 @@ class ActiveNeuronIndex:
 
         Parameters
         ----------
-        indices : array-like of int of shape (k,), or boolean mask of shape (n_neurons,)
-            Distinct neuron positions (negative ones count from the end).
+        indices : array-like of int of shape (k,), boolean mask of shape (n_neurons,), or None
+            Distinct neuron positions (negative ones count from the end);
+            None replaces every neuron (a training step moves them all).
         rows : array-like of shape (k, dim)
             New neurons, finite; a 1-D array of length dim when k == 1.
 
@@ -262,32 +270,43 @@ class ActiveNeuronIndex:
 
         Notes
         -----
-        Bounds are grown lazily to hold the new rows; past
-        ``REBUILD_RADIUS_GROWTH`` summed-radius growth the tree is rebuilt
-        (see the class Notes).
+        Bounds are grown lazily to hold the new rows, or recomputed
+        bottom-up when more than 1/``REFIT_FRACTION`` of the neurons move;
+        past ``REBUILD_RADIUS_GROWTH`` growth of the summed leaf radius the
+        tree is rebuilt (see the class Notes).
         """
-        indices = check_index(indices, self.n_neurons_, "indices")
-        if np.unique(indices).size != indices.size:
-            raise ValueError("indices must not repeat a neuron")
+        if indices is None:
+            indices = slice(None)
+            k = self.n_neurons_
+        else:
+            indices = check_index(indices, self.n_neurons_, "indices")
+            if np.unique(indices).size != indices.size:
+                raise ValueError("indices must not repeat a neuron")
+            k = indices.size
         rows = np.asarray(rows)
         if rows.dtype == object or not (_is_numeric(rows.dtype) or rows.dtype == np.bool_):
             raise TypeError(f"rows must hold real numbers, got dtype {rows.dtype}")
-        if rows.ndim == 1 and indices.size == 1:
+        if rows.ndim == 1 and k == 1:
             rows = rows[None, :]
-        if rows.shape != (indices.size, self.dim_):
-            raise ValueError(f"rows must have shape ({indices.size}, {self.dim_}) to match "
+        if rows.shape != (k, self.dim_):
+            raise ValueError(f"rows must have shape ({k}, {self.dim_}) to match "
                              f"indices and W, got shape {rows.shape}")
         rows = np.ascontiguousarray(rows, dtype=self.dtype_)
         if not np.all(np.isfinite(rows)):
             raise ValueError("rows contains NaN or infinity")
         self.W_[indices] = rows
-        if self._tree is None or indices.size == 0:
+        if self._tree is None or k == 0:
             return self
         tree = self._tree
-        positions = tree["position"][indices]
-        tree["W"][positions] = rows
-        grow_bounds(tree["W"], positions, tree["leaf_of"], tree["parent"], tree["bounds"],
-                   tree["radius_factor"])
+        if k * self.REFIT_FRACTION > self.n_neurons_:
+            tree["blocks"] = pack_lanes(self.W_[tree["order"]])
+            refit_bounds(tree["blocks"], tree["nodes"], tree["bounds"], tree["radius_factor"],
+                         self._threads(self.n_neurons_ // 4096 + 1))
+        else:
+            positions = tree["position"][indices]
+            set_rows(tree["blocks"], positions, rows)
+            grow_bounds(tree["blocks"], positions, tree["leaf_of"], tree["parent"],
+                        tree["bounds"], tree["radius_factor"])
         if self.radius_growth_ > self.REBUILD_RADIUS_GROWTH:
             self.rebuild()
         return self
@@ -325,7 +344,7 @@ class ActiveNeuronIndex:
     def _run_tree(self, X, threshold, count_only):
         tree = self._tree
         return tree_query(
-            X, threshold, self._slack_factor, self._abs_slack, tree["W"], tree["order"],
+            X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["order"],
             tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
 
     def _run_brute(self, X, threshold):

@@ -28,17 +28,29 @@ can exceed b. A node whose lower bound certainly exceeds b is "reported
 whole": `count` adds its size without evaluating anything; `query` still
 computes each value (the output needs them) and keeps the > 0 test.
 
-Queries run in parallel over queries. Each thread appends its query's
-active neurons (original index, value) to a per-thread staging buffer, in
-tree order, and radix-sorts them by column; a second parallel pass copies
-the staged rows into CSR.
+Layout. Neurons are stored in tree order, packed in blocks of 16
+(`pack_lanes`): a block holds each coordinate of its 16 neurons
+contiguously, so evaluating a block for one query is `dim` 16-wide
+multiply-adds and one compare into a bit mask (AVX-512 intrinsics when
+compiled for it, loops the compiler vectorises otherwise). A block then
+costs about as much as one node's bound test, which is why leaves are
+larger than in a scalar kd tree.
+
+Queries. Threads take batches of up to BATCH queries and walk the tree
+depth-first once per batch, carrying at each node the list of queries
+still alive there: every node's bounds and every leaf's neurons are read
+once per batch and used for all its queries while in cache, instead of
+once per query (a per-query walk was bound by memory latency). Each query
+appends its active neurons (original index, value) to a staging buffer of
+its own, in tree order; once all counts are known the CSR arrays are
+allocated and each query's entries are radix-sorted by column straight
+into them.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
 
 import numpy as np
 
@@ -66,6 +78,20 @@ cdef enum:
     N_NODE_FIELDS = 3
     RADIX_BITS = 11
     RADIX_SIZE = 2048
+    # Neurons per packed block: a block stores coordinate a of its LANES
+    # neurons contiguously, so one block's inner products are LANES-wide
+    # vector multiply-adds (one AVX-512 register of float32).
+    LANES = 16
+    # Most queries walked through the tree together (see _query_batch).
+    BATCH = 256
+
+
+
+cdef struct Frame:
+    # A node to visit and its list of alive queries: alive[start:start+length].
+    int64_t node
+    int64_t start
+    int64_t length
 
 
 # ---------------------------------------------------------------- build
@@ -197,13 +223,39 @@ def build_tree(const floating[:, ::1] W, int64_t leaf_size):
     return order_arr, nodes_arr[:n_nodes].copy(), parent_arr[:n_nodes].copy()
 
 
-cdef double _distance(const floating* w, const double* c, int64_t dim) noexcept nogil:
+cdef inline floating _coord(const floating* blocks, int64_t dim, int64_t p,
+                            int64_t a) noexcept nogil:
+    """Coordinate a of the neuron at tree position p (see `pack_lanes`)."""
+    return blocks[(p // LANES) * dim * LANES + a * LANES + p % LANES]
+
+
+cdef double _distance(const floating* blocks, int64_t dim, int64_t p,
+                      const double* c) noexcept nogil:
     cdef double total = 0.0, diff
     cdef int64_t a
     for a in range(dim):
-        diff = <double> w[a] - c[a]
+        diff = <double> _coord(blocks, dim, p, a) - c[a]
         total += diff * diff
     return sqrt(total)
+
+
+def pack_lanes(W_tree):
+    """The tree-ordered rows `W_tree` (n, dim) as blocks of LANES neurons,
+    shape ``(ceil(n / LANES), dim, LANES)``: block k holds coordinate a of
+    neurons ``k * LANES + j`` at ``[k, a, j]``, zero-padded at the end."""
+    n, dim = W_tree.shape
+    padded = np.zeros((-(-n // LANES) * LANES, dim), dtype=W_tree.dtype)
+    padded[:n] = W_tree
+    return np.ascontiguousarray(padded.reshape(-1, LANES, dim).transpose(0, 2, 1))
+
+
+def set_rows(floating[:, :, ::1] blocks, const int64_t[::1] positions,
+             const floating[:, ::1] rows):
+    """Write ``rows[i]`` as the neuron at tree position ``positions[i]``."""
+    cdef int64_t i, a
+    for i in range(positions.shape[0]):
+        for a in range(blocks.shape[1]):
+            blocks[positions[i] // LANES, a, positions[i] % LANES] = rows[i, a]
 
 
 cdef inline double _norm_of_extremes(const double* lo, const double* hi,
@@ -217,27 +269,28 @@ cdef inline double _norm_of_extremes(const double* lo, const double* hi,
     return sqrt(total)
 
 
-def node_bounds(const floating[:, ::1] W_tree, const int64_t[:, ::1] nodes,
+def node_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
                 double radius_factor, int n_threads):
-    """Bounds of every node over the tree-ordered rows `W_tree`, as float64
-    rows ``(centre, lo, hi, radius, |centre|, norm bound)`` (``3 dim + 3``
-    values). The centre is the mean; radii are multiplied by
-    `radius_factor` (>= 1) so that their own rounding errs upwards; the norm
-    bound is the largest norm of a point of the box."""
+    """Bounds of every node over the tree-ordered neurons packed in `blocks`
+    (`pack_lanes`), as float64 rows ``(centre, lo, hi, radius, |centre|,
+    norm bound)`` (``3 dim + 3`` values). The centre is the mean; radii are
+    multiplied by `radius_factor` (>= 1) so that their own rounding errs
+    upwards; the norm bound is the largest norm of a point of the box."""
     cdef int64_t n_nodes = nodes.shape[0]
-    cdef int64_t dim = W_tree.shape[1]
+    cdef int64_t dim = blocks.shape[1]
     bounds_arr = np.zeros((n_nodes, 3 * dim + 3), dtype=np.float64)
     cdef double[:, ::1] bounds = bounds_arr
+    cdef const floating* B = &blocks[0, 0, 0]
     cdef int64_t k, p, a
     cdef double r, d, v
     with nogil:
         for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic"):
             for a in range(dim):
-                bounds[k, dim + a] = W_tree[nodes[k, NODE_START], a]
-                bounds[k, 2 * dim + a] = W_tree[nodes[k, NODE_START], a]
+                bounds[k, dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
+                bounds[k, 2 * dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
             for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
                 for a in range(dim):
-                    v = W_tree[p, a]
+                    v = _coord(B, dim, p, a)
                     bounds[k, a] += v
                     if v < bounds[k, dim + a]:
                         bounds[k, dim + a] = v
@@ -250,7 +303,7 @@ def node_bounds(const floating[:, ::1] W_tree, const int64_t[:, ::1] nodes,
             bounds[k, 3 * dim + 1] = sqrt(r)
             r = 0.0
             for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
-                d = _distance(&W_tree[p, 0], &bounds[k, 0], dim)
+                d = _distance(B, dim, p, &bounds[k, 0])
                 if d > r:
                     r = d
             bounds[k, 3 * dim] = r * radius_factor
@@ -259,27 +312,95 @@ def node_bounds(const floating[:, ::1] W_tree, const int64_t[:, ::1] nodes,
     return bounds_arr
 
 
-def grow_bounds(const floating[:, ::1] W_tree, const int64_t[::1] positions,
+def refit_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
+                 double[:, ::1] bounds, double radius_factor, int n_threads):
+    """Recompute every node's bounds for the current neurons, bottom-up in
+    O(n dim): leaves from their neurons (as `node_bounds`), an inner node
+    from its two children (box: their union; centre: the size-weighted mean
+    of theirs; radius: the larger of |c - c_child| + R_child, which holds
+    every neuron of the child). For updates that move most neurons, where
+    growing bounds neuron by neuron would walk every root path."""
+    cdef int64_t n_nodes = nodes.shape[0]
+    cdef int64_t dim = blocks.shape[1]
+    cdef const floating* B = &blocks[0, 0, 0]
+    cdef int64_t k, p, a, left, right
+    cdef double r, d, v, diff, w_left, w_right
+    with nogil:
+        for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic"):
+            if nodes[k, NODE_RIGHT] >= 0:
+                continue
+            for a in range(dim):
+                bounds[k, a] = 0.0
+                bounds[k, dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
+                bounds[k, 2 * dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
+            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
+                for a in range(dim):
+                    v = _coord(B, dim, p, a)
+                    bounds[k, a] += v
+                    if v < bounds[k, dim + a]:
+                        bounds[k, dim + a] = v
+                    if v > bounds[k, 2 * dim + a]:
+                        bounds[k, 2 * dim + a] = v
+            for a in range(dim):
+                bounds[k, a] /= nodes[k, NODE_END] - nodes[k, NODE_START]
+            r = 0.0
+            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
+                d = _distance(B, dim, p, &bounds[k, 0])
+                if d > r:
+                    r = d
+            bounds[k, 3 * dim] = r * radius_factor
+        # Children are numbered after their parent (pre-order).
+        for k in range(n_nodes - 1, -1, -1):
+            right = nodes[k, NODE_RIGHT]
+            if right >= 0:
+                left = k + 1
+                w_left = <double> (nodes[left, NODE_END] - nodes[left, NODE_START])
+                w_right = <double> (nodes[right, NODE_END] - nodes[right, NODE_START])
+                for a in range(dim):
+                    bounds[k, a] = ((w_left * bounds[left, a] + w_right * bounds[right, a])
+                                    / (w_left + w_right))
+                    bounds[k, dim + a] = min(bounds[left, dim + a], bounds[right, dim + a])
+                    bounds[k, 2 * dim + a] = max(bounds[left, 2 * dim + a],
+                                                 bounds[right, 2 * dim + a])
+                r = 0.0
+                for p in range(2):
+                    left = k + 1 if p == 0 else right
+                    d = 0.0
+                    for a in range(dim):
+                        diff = bounds[k, a] - bounds[left, a]
+                        d += diff * diff
+                    r = max(r, sqrt(d) * radius_factor + bounds[left, 3 * dim])
+                bounds[k, 3 * dim] = r
+            r = 0.0
+            for a in range(dim):
+                r += bounds[k, a] * bounds[k, a]
+            bounds[k, 3 * dim + 1] = sqrt(r)
+            bounds[k, 3 * dim + 2] = _norm_of_extremes(&bounds[k, dim], &bounds[k, 2 * dim], dim)
+
+
+def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,
                 const int64_t[::1] leaf_of, const int64_t[::1] parent,
                 double[:, ::1] bounds, double radius_factor):
-    """After the rows at tree `positions` changed, grow the ball and the box
-    of every node containing one so that they hold the new row again.
-    Bounds never shrink: they stay valid for all rows without knowing the
+    """After the neurons at tree `positions` changed, grow the ball and the
+    box of every node containing one so that they hold the new neuron again.
+    Bounds never shrink: they stay valid for all neurons without knowing the
     old ones (the lazy bound)."""
-    cdef int64_t dim = W_tree.shape[1]
-    cdef int64_t i, a, node
+    cdef int64_t dim = blocks.shape[1]
+    cdef const floating* B = &blocks[0, 0, 0]
+    cdef int64_t i, a, node, p
     cdef double d, v
     cdef bint grown
     with nogil:
         for i in range(positions.shape[0]):
-            node = leaf_of[positions[i]]
+            p = positions[i]
+            node = leaf_of[p]
             while node >= 0:
-                d = _distance(&W_tree[positions[i], 0], &bounds[node, 0], dim) * radius_factor
+                d = _distance(B, dim, p, &bounds[node, 0]) * radius_factor
                 if d > bounds[node, 3 * dim]:
                     bounds[node, 3 * dim] = d
                 grown = False
                 for a in range(dim):
-                    v = W_tree[positions[i], a]
+                    v = _coord(B, dim, p, a)
                     if v < bounds[node, dim + a]:
                         bounds[node, dim + a] = v
                         grown = True
@@ -294,180 +415,336 @@ def grow_bounds(const floating[:, ::1] W_tree, const int64_t[::1] positions,
 
 # ---------------------------------------------------------------- query
 
-cdef inline floating _dot(const floating* w, const floating* x, int64_t dim) noexcept nogil:
-    cdef floating total = 0
-    cdef int64_t a
-    for a in range(dim):
-        total = total + w[a] * x[a]
-    return total
+cdef extern from *:
+    """
+    /* Inner products of one packed block (16 neurons) with x, minus b,
+       stored to `values`; returns the bit mask of the lanes > 0. Two
+       accumulators halve the chain of dependent multiply-adds. With
+       AVX-512 a block of float32 is one register; elsewhere the same
+       arithmetic is written as loops over the 16 lanes, which compilers
+       vectorise for their target. */
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    static inline unsigned subquad_block_mask_f32(const float* w, Py_ssize_t dim,
+                                                  const float* x, float b, float* values) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        Py_ssize_t a = 0;
+        for (; a + 1 < dim; a += 2) {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a + 16), _mm512_set1_ps(x[a + 1]), acc1);
+        }
+        if (a < dim)
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
+        acc0 = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), _mm512_set1_ps(b));
+        _mm512_storeu_ps(values, acc0);
+        return _mm512_cmp_ps_mask(acc0, _mm512_setzero_ps(), _CMP_GT_OQ);
+    }
+    static inline unsigned subquad_block_mask_f64(const double* w, Py_ssize_t dim,
+                                                  const double* x, double b, double* values) {
+        __m512d lo0 = _mm512_setzero_pd(), hi0 = _mm512_setzero_pd();
+        __m512d lo1 = _mm512_setzero_pd(), hi1 = _mm512_setzero_pd();
+        Py_ssize_t a = 0;
+        for (; a + 1 < dim; a += 2) {
+            __m512d x0 = _mm512_set1_pd(x[a]), x1 = _mm512_set1_pd(x[a + 1]);
+            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
+            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
+            lo1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 16), x1, lo1);
+            hi1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 24), x1, hi1);
+        }
+        if (a < dim) {
+            __m512d x0 = _mm512_set1_pd(x[a]);
+            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
+            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
+        }
+        lo0 = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), _mm512_set1_pd(b));
+        hi0 = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), _mm512_set1_pd(b));
+        _mm512_storeu_pd(values, lo0);
+        _mm512_storeu_pd(values + 8, hi0);
+        return (unsigned) _mm512_cmp_pd_mask(lo0, _mm512_setzero_pd(), _CMP_GT_OQ)
+               | ((unsigned) _mm512_cmp_pd_mask(hi0, _mm512_setzero_pd(), _CMP_GT_OQ) << 8);
+    }
+    #else
+    #define SUBQUAD_BLOCK_MASK(NAME, T)                                          \
+    static inline unsigned NAME(const T* w, Py_ssize_t dim, const T* x, T b, T* values) { \
+        T odd[16];                                                               \
+        unsigned mask = 0;                                                       \
+        int j;                                                                   \
+        Py_ssize_t a = 0;                                                        \
+        for (j = 0; j < 16; j++) values[j] = odd[j] = 0;                         \
+        for (; a + 1 < dim; a += 2)                                              \
+            for (j = 0; j < 16; j++) {                                           \
+                values[j] += w[16 * a + j] * x[a];                               \
+                odd[j] += w[16 * a + 16 + j] * x[a + 1];                         \
+            }                                                                    \
+        if (a < dim)                                                             \
+            for (j = 0; j < 16; j++) values[j] += w[16 * a + j] * x[a];          \
+        for (j = 0; j < 16; j++) {                                               \
+            values[j] = (values[j] + odd[j]) - b;                                \
+            mask |= (unsigned) (values[j] > 0) << j;                             \
+        }                                                                        \
+        return mask;                                                             \
+    }
+    SUBQUAD_BLOCK_MASK(subquad_block_mask_f32, float)
+    SUBQUAD_BLOCK_MASK(subquad_block_mask_f64, double)
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define subquad_popcount(m) __builtin_popcount(m)
+    #define subquad_lowest_bit(m) __builtin_ctz(m)
+    #else
+    static inline int subquad_popcount(unsigned m) { int c = 0; for (; m; m &= m - 1) c++; return c; }
+    static inline int subquad_lowest_bit(unsigned m) { int j = 0; while (!(m & 1u)) { m >>= 1; j++; } return j; }
+    #endif
+    """
+    unsigned block_mask_f32 "subquad_block_mask_f32"(
+        const float* w, Py_ssize_t dim, const float* x, float b, float* values) noexcept nogil
+    unsigned block_mask_f64 "subquad_block_mask_f64"(
+        const double* w, Py_ssize_t dim, const double* x, double b, double* values) noexcept nogil
+    int popcount "subquad_popcount"(unsigned mask) noexcept nogil
+    int lowest_bit "subquad_lowest_bit"(unsigned mask) noexcept nogil
 
 
-cdef int64_t _scan(
-    const floating* W_tree, int64_t dim, int64_t p0, int64_t p1,
-    const floating* x, floating b, const int64_t* order, Staging* s, bint count_only,
+cdef extern from *:
+    """
+    /* Upper and lower bounds of <w, x> over a node (bounds row: centre,
+       lo, hi, each of length dim), for x in float64 split as
+       x = x_pos + x_neg (x_pos >= 0 >= x_neg, one of them 0 in each
+       coordinate): the ball's <c, x>, and the box's
+       sum_a max(lo_a x_a, hi_a x_a) = <hi, x_pos> + <lo, x_neg> and
+       sum_a min(lo_a x_a, hi_a x_a) = <lo, x_pos> + <hi, x_neg>, exactly
+       and with no branch on the signs (which mispredicts). */
+    static inline void subquad_node_sums(const double* bound, Py_ssize_t dim, const double* x,
+                                         const double* x_pos, const double* x_neg,
+                                         double* cx, double* box_upper, double* box_lower) {
+        const double* lo = bound + dim;
+        const double* hi = bound + 2 * dim;
+        double c_sum = 0.0, up = 0.0, low = 0.0;
+        for (Py_ssize_t a = 0; a < dim; a++) {
+            c_sum += bound[a] * x[a];
+            up += hi[a] * x_pos[a] + lo[a] * x_neg[a];
+            low += lo[a] * x_pos[a] + hi[a] * x_neg[a];
+        }
+        *cx = c_sum;
+        *box_upper = up;
+        *box_lower = low;
+    }
+    """
+    void node_sums "subquad_node_sums"(
+        const double* bound, Py_ssize_t dim, const double* x, const double* x_pos,
+        const double* x_neg, double* cx, double* box_upper, double* box_lower) noexcept nogil
+
+
+cdef inline unsigned _block_mask(const floating* w, int64_t dim, const floating* x, floating b,
+                                 floating* values) noexcept nogil:
+    if floating is float:
+        return block_mask_f32(w, dim, x, b, values)
+    else:
+        return block_mask_f64(w, dim, x, b, values)
+
+
+cdef int _scan(
+    const floating* blocks, int64_t dim, int64_t p0, int64_t p1, const floating* X,
+    const int32_t* queries, int64_t n_queries, floating b, const int64_t* order,
+    Staging* staging, int64_t* counts, bint count_only,
 ) noexcept nogil:
-    """Evaluate tree positions [p0, p1); append the active ones (original
-    index, value) to `s` unless count_only. Returns how many are active, or
-    -1 when out of memory."""
-    cdef int64_t p, k, n_active = 0
-    cdef floating v
+    """Evaluate tree positions [p0, p1) for the listed queries (rows of X),
+    a packed block at a time; count the active ones in counts[q] and, unless
+    count_only, append them (original index, value) to staging[q]. Returns
+    0, or -1 when out of memory.
+
+    Blocks are the outer loop: a block stays in L1 while every query is
+    evaluated against it."""
+    cdef floating values[LANES]
     cdef floating* out
+    cdef Staging* s
+    cdef int64_t block, base, i, q, j, k
+    cdef unsigned mask, in_range
+    cdef const floating* w
     if not count_only:
-        if reserve(s, p1 - p0, sizeof(floating), False) < 0:
-            return -1
-    out = <floating*> s.vals
-    k = s.size
-    for p in range(p0, p1):
-        v = _dot(W_tree + p * dim, x, dim) - b
-        if v > 0:
-            n_active += 1
-            if not count_only:
-                s.cols[k] = <int32_t> order[p]
-                out[k] = v
+        for i in range(n_queries):
+            if reserve(staging + queries[i], p1 - p0, sizeof(floating), False) < 0:
+                return -1
+    for block in range(p0 // LANES, (p1 + LANES - 1) // LANES):
+        base = block * LANES
+        # Lanes of this block inside [p0, p1).
+        in_range = (0xFFFFu >> (LANES - min(p1 - base, LANES))) & (0xFFFFu << max(p0 - base, 0))
+        w = blocks + block * dim * LANES
+        for i in range(n_queries):
+            q = queries[i]
+            mask = _block_mask(w, dim, X + q * dim, b, values) & in_range
+            if mask == 0:
+                continue
+            counts[q] += popcount(mask)
+            if count_only:
+                continue
+            s = staging + q
+            out = <floating*> s.vals
+            k = s.size
+            while mask:
+                j = lowest_bit(mask)
+                mask &= mask - 1
+                s.cols[k] = <int32_t> order[base + j]
+                out[k] = values[j]
                 k += 1
-    s.size = k
-    return n_active
+            s.size = k
+    return 0
 
 
-cdef int64_t _query_one(
-    const floating* x, int64_t dim, floating b, double slack_factor, double abs_slack,
-    const floating* W_tree, const int64_t* order, const int64_t* nodes,
-    const double* bounds, Staging* s, bint count_only, int64_t* stats,
+cdef int _query_batch(
+    const floating* X, const double* X64, const double* X_pos, const double* X_neg,
+    int64_t n_queries, int64_t dim, floating b,
+    const double* x_norms, double slack_factor, double abs_slack,
+    const floating* blocks, const int64_t* order, const int64_t* nodes,
+    const double* bounds, Staging* staging, int64_t* counts, bint count_only,
+    int32_t* alive, Frame* frames, int32_t* scan, int64_t* stats,
 ) noexcept nogil:
-    """Number of active neurons for query x, appended to `s` (in tree order)
-    unless count_only; -1 when out of memory."""
-    cdef int64_t stack[MAX_DEPTH + 2]
-    cdef int64_t top = 0, node, a, found, n_active = 0
+    """Depth-first walk of the tree for a batch of queries at once (rows of
+    X): each node is tested against the queries still alive at its parent,
+    and evaluated for those that need it while its neurons sit in cache,
+    so a node's data is read once per batch, not once per query. Active
+    neurons of query q are appended to staging[q] (tree order) and counted
+    in counts[q]. `alive` holds up to (MAX_DEPTH + 2) * n_queries query
+    ids, `frames` 2 * MAX_DEPTH + 4 frames, `scan` n_queries ids.
+    Returns 0, or -1 when out of memory."""
+    cdef int64_t top, node, i, q, size, n_children, n_scan, free_start
     cdef int64_t evaluated = 0, visited = 0, pruned = 0, whole = 0
-    cdef double x_norm = 0.0, cx, spread, slack, lo_x, hi_x
+    cdef int64_t stride = 3 * dim + 3
+    cdef double cx, spread, slack
     cdef double box_upper, box_lower, upper, lower
     cdef double b_d = <double> b
     cdef const double* bound
     cdef const int64_t* info
-    for a in range(dim):
-        x_norm += (<double> x[a]) * x[a]
-    x_norm = sqrt(x_norm)
-    stack[0] = 0
+    cdef Frame frame
+    for q in range(n_queries):
+        alive[q] = <int32_t> q
+    frames[0].node = 0
+    frames[0].start = 0
+    frames[0].length = n_queries
     top = 1
     while top > 0:
         top -= 1
-        node = stack[top]
-        visited += 1
-        bound = bounds + node * (3 * dim + 3)
+        frame = frames[top]
+        node = frame.node
+        # Lists above this node's are those of finished subtrees.
+        free_start = frame.start + frame.length
+        bound = bounds + node * stride
         info = nodes + node * N_NODE_FIELDS
-        cx = 0.0
-        box_upper = 0.0
-        box_lower = 0.0
-        for a in range(dim):
-            cx += bound[a] * x[a]
-            lo_x = bound[dim + a] * x[a]
-            hi_x = bound[2 * dim + a] * x[a]
-            if lo_x < hi_x:
-                box_upper += hi_x
-                box_lower += lo_x
+        size = info[NODE_END] - info[NODE_START]
+        visited += frame.length
+        n_children = 0
+        n_scan = 0
+        for i in range(frame.start, frame.start + frame.length):
+            q = alive[i]
+            node_sums(bound, dim, X64 + q * dim, X_pos + q * dim, X_neg + q * dim, &cx,
+                      &box_upper, &box_lower)
+            spread = bound[3 * dim] * x_norms[q]
+            upper = min(cx + spread, box_upper)
+            lower = max(cx - spread, box_lower)
+            # Bound on all rounding: in fl(<w, x>) for any w of the node
+            # (whose norm is at most |c| + R and at most the box's norm
+            # bound), in the ball and box bounds (each summing terms no
+            # larger than these norms times |x|), and in the radius.
+            slack = (slack_factor * max(bound[3 * dim + 1] + bound[3 * dim],
+                                        bound[3 * dim + 2]) * x_norms[q] + abs_slack)
+            if upper + slack <= b_d:
+                pruned += 1
+            elif lower - slack > b_d:
+                whole += 1
+                if count_only:
+                    counts[q] += size
+                else:
+                    scan[n_scan] = <int32_t> q
+                    n_scan += 1
+            elif info[NODE_RIGHT] < 0:
+                scan[n_scan] = <int32_t> q
+                n_scan += 1
             else:
-                box_upper += lo_x
-                box_lower += hi_x
-        spread = bound[3 * dim] * x_norm
-        upper = min(cx + spread, box_upper)
-        lower = max(cx - spread, box_lower)
-        # Bound on all rounding: in fl(<w, x>) for any w of the node (whose
-        # norm is at most |c| + R and at most the box's norm bound), in the
-        # ball and box bounds (each summing terms no larger than these norms
-        # times |x|), and in the radius.
-        slack = (slack_factor * max(bound[3 * dim + 1] + bound[3 * dim], bound[3 * dim + 2])
-                 * x_norm + abs_slack)
-        if upper + slack <= b_d:
-            pruned += 1
-            continue
-        if lower - slack > b_d:
-            whole += 1
-            if count_only:
-                n_active += info[NODE_END] - info[NODE_START]
-                continue
-        elif info[NODE_RIGHT] >= 0:
-            stack[top] = info[NODE_RIGHT]
-            stack[top + 1] = node + 1
+                alive[free_start + n_children] = <int32_t> q
+                n_children += 1
+        if n_children > 0:
+            # Both children start from the same list; the left one is
+            # walked first.
+            frames[top].node = info[NODE_RIGHT]
+            frames[top].start = free_start
+            frames[top].length = n_children
+            frames[top + 1].node = node + 1
+            frames[top + 1].start = free_start
+            frames[top + 1].length = n_children
             top += 2
-            continue
-        evaluated += info[NODE_END] - info[NODE_START]
-        found = _scan(W_tree, dim, info[NODE_START], info[NODE_END], x, b, order, s,
-                      count_only)
-        if found < 0:
+        evaluated += n_scan * size
+        if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
+                                b, order, staging, counts, count_only) < 0:
             return -1
-        n_active += found
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
     stats[STAT_PRUNED] += pruned
     stats[STAT_WHOLE] += whole
-    return n_active
+    return 0
 
 
-cdef int _sort_by_column(int32_t* cols, floating* vals, int64_t count, Staging* tmp,
-                         int64_t key_bits, int64_t* histogram) noexcept nogil:
-    """Sort `count` (column, value) entries by column: LSD radix sort
-    in passes of RADIX_BITS bits through `tmp` (a few linear passes over a
-    buffer that stays in cache, where scattering values into an array over
-    all neurons would miss the cache on every entry)."""
-    cdef int64_t shift, i, digit, total, c
-    cdef int32_t* src_cols
+cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, Staging* tmp,
+                    int64_t key_bits, int64_t* histogram, int32_t* out_cols,
+                    floating* out_vals) noexcept nogil:
+    """Write the `count` (column, value) entries sorted by column into
+    `out_cols`, `out_vals`: LSD radix sort in as few passes as digits of at
+    most RADIX_BITS bits cover `key_bits`, ping-ponging through `tmp`, the
+    last pass scattering straight into the output (a few linear passes over
+    buffers that stay in cache, where scattering values into an array over
+    all neurons would miss the cache on every entry). The input is not
+    modified except as scratch when there are three or more passes."""
+    cdef int64_t n_passes = (key_bits + RADIX_BITS - 1) // RADIX_BITS
+    cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
+    cdef int64_t n_digits = <int64_t> 1 << digit_bits
+    cdef int64_t shift, i, digit, total, c, pass_
+    cdef const int32_t* src_cols = cols
+    cdef const floating* src_vals = vals
     cdef int32_t* dst_cols
-    cdef floating* src_vals
     cdef floating* dst_vals
-    cdef int32_t* swap_cols
-    cdef floating* swap_vals
     cdef int32_t key
     cdef floating val
-    if count <= 1:
-        return 0
     if count <= 32:
         # Insertion sort: cheaper than a radix pass for a few entries.
-        src_cols = cols
-        src_vals = vals
-        for i in range(1, count):
-            key = src_cols[i]
-            val = src_vals[i]
+        for i in range(count):
+            key = cols[i]
+            val = vals[i]
             c = i - 1
-            while c >= 0 and src_cols[c] > key:
-                src_cols[c + 1] = src_cols[c]
-                src_vals[c + 1] = src_vals[c]
+            while c >= 0 and out_cols[c] > key:
+                out_cols[c + 1] = out_cols[c]
+                out_vals[c + 1] = out_vals[c]
                 c -= 1
-            src_cols[c + 1] = key
-            src_vals[c + 1] = val
+            out_cols[c + 1] = key
+            out_vals[c + 1] = val
         return 0
-    tmp.size = 0
-    if reserve(tmp, count, sizeof(floating), False) < 0:
-        return -1
-    src_cols = cols
-    src_vals = vals
-    dst_cols = tmp.cols
-    dst_vals = <floating*> tmp.vals
-    shift = 0
-    while shift < key_bits:
-        for i in range(RADIX_SIZE):
+    if n_passes > 1:
+        tmp.size = 0
+        if reserve(tmp, count, sizeof(floating), False) < 0:
+            return -1
+    for pass_ in range(n_passes):
+        shift = pass_ * digit_bits
+        if pass_ == n_passes - 1:
+            dst_cols = out_cols
+            dst_vals = out_vals
+        elif src_cols == tmp.cols:
+            dst_cols = <int32_t*> cols
+            dst_vals = <floating*> vals
+        else:
+            dst_cols = tmp.cols
+            dst_vals = <floating*> tmp.vals
+        for i in range(n_digits):
             histogram[i] = 0
         for i in range(count):
-            histogram[(src_cols[i] >> shift) & (RADIX_SIZE - 1)] += 1
+            histogram[(src_cols[i] >> shift) & (n_digits - 1)] += 1
         total = 0
-        for i in range(RADIX_SIZE):
+        for i in range(n_digits):
             c = histogram[i]
             histogram[i] = total
             total += c
         for i in range(count):
-            digit = (src_cols[i] >> shift) & (RADIX_SIZE - 1)
+            digit = (src_cols[i] >> shift) & (n_digits - 1)
             dst_cols[histogram[digit]] = src_cols[i]
             dst_vals[histogram[digit]] = src_vals[i]
             histogram[digit] += 1
-        swap_cols = src_cols
         src_cols = dst_cols
-        dst_cols = swap_cols
-        swap_vals = src_vals
         src_vals = dst_vals
-        dst_vals = swap_vals
-        shift += RADIX_BITS
-    if src_cols != cols:
-        memcpy(cols, src_cols, count * sizeof(int32_t))
-        memcpy(vals, src_vals, count * sizeof(floating))
     return 0
 
 
@@ -476,7 +753,7 @@ def tree_query(
     double threshold,
     double slack_factor,
     double abs_slack,
-    const floating[:, ::1] W_tree,
+    const floating[:, :, ::1] blocks,
     const int64_t[::1] order,
     const int64_t[:, ::1] nodes,
     const double[:, ::1] bounds,
@@ -486,34 +763,43 @@ def tree_query(
     """Active neurons ``fl(<w_r, x_i>) - b > 0`` of every query row of `X`,
     b being `threshold` in the working dtype.
 
-    Returns ``(counts, stats)`` if `count_only`, else
-    ``(data, indices, indptr, stats)`` of the CSR result with columns in the
-    original neuron order, sorted. `stats` sums, over queries, the neurons
-    evaluated and the nodes visited, pruned and reported whole.
+    Queries are walked through the tree in batches of at most BATCH (one
+    batch per thread at a time). Returns ``(counts, stats)`` if
+    `count_only`, else ``(data, indices, indptr, stats)`` of the CSR result
+    with columns in the original neuron order, sorted. `stats` sums, over
+    queries, the neurons evaluated and the nodes visited, pruned and
+    reported whole.
     """
     cdef floating b = <floating> threshold
     cdef int64_t n_queries = X.shape[0]
     cdef int64_t dim = X.shape[1]
-    cdef int64_t n = W_tree.shape[0]
+    cdef int64_t n = order.shape[0]
     cdef int64_t key_bits = 1
     while (<int64_t> 1 << key_bits) < n:
         key_bits += 1
-    dtype = np.asarray(W_tree).dtype
+    dtype = np.asarray(blocks).dtype
+    X64_arr = np.asarray(X, dtype=np.float64)
+    cdef const double[:, ::1] X64 = X64_arr
+    cdef const double[:, ::1] X_pos = np.maximum(X64_arr, 0.0)
+    cdef const double[:, ::1] X_neg = np.minimum(X64_arr, 0.0)
+    cdef double[::1] x_norms = np.sqrt(np.einsum("ij,ij->i", X64_arr, X64_arr))
     counts_arr = np.zeros(n_queries, dtype=np.int64)
     stats_arr = np.zeros((n_threads, STATS_STRIDE), dtype=np.int64)
     cdef int64_t[::1] counts = counts_arr
     cdef int64_t[:, ::1] stats = stats_arr
-    cdef int64_t[::1] query_thread = np.zeros(n_queries, dtype=np.int64)
-    cdef int64_t[::1] query_start = np.zeros(n_queries, dtype=np.int64)
-    # Per thread: the staging buffer, then a radix-sort scratch buffer.
-    cdef Staging* staging = <Staging*> calloc(2 * n_threads, sizeof(Staging))
+    cdef int64_t batch = max(1, min(BATCH, (n_queries + n_threads - 1) // n_threads))
+    cdef int64_t n_batches = (n_queries + batch - 1) // batch
+    # One staging buffer per query, then one radix-sort scratch per thread.
+    cdef Staging* staging = <Staging*> calloc(n_queries + n_threads, sizeof(Staging))
     if staging == NULL:
         raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
     cdef int failed = 0
     cdef int tid
-    cdef int64_t i, found
+    cdef int64_t c, q0, nq, i
     cdef int64_t* histogram
-    cdef Staging* s
+    cdef int32_t* alive
+    cdef int32_t* scan
+    cdef Frame* frames
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
     cdef int64_t[::1] indptr
@@ -521,27 +807,25 @@ def tree_query(
         if n_queries > 0:
             with nogil, parallel(num_threads=n_threads):
                 tid = omp_get_thread_num()
-                histogram = <int64_t*> malloc(RADIX_SIZE * sizeof(int64_t))
-                for i in prange(n_queries, schedule="dynamic"):
-                    if histogram == NULL:
+                alive = <int32_t*> malloc((MAX_DEPTH + 2) * batch * sizeof(int32_t))
+                scan = <int32_t*> malloc(batch * sizeof(int32_t))
+                frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
+                for c in prange(n_batches, schedule="dynamic"):
+                    if alive == NULL or scan == NULL or frames == NULL:
                         failed += 1
                         continue
-                    s = staging + 2 * tid
-                    query_thread[i] = tid
-                    query_start[i] = s.size
-                    found = _query_one(
-                        &X[i, 0], dim, b, slack_factor, abs_slack, &W_tree[0, 0],
-                        &order[0], &nodes[0, 0], &bounds[0, 0], s, count_only,
-                        &stats[tid, 0])
-                    if found < 0:
+                    q0 = c * batch
+                    nq = min(batch, n_queries - q0)
+                    if _query_batch(
+                            &X[q0, 0], &X64[q0, 0], &X_pos[q0, 0], &X_neg[q0, 0], nq, dim,
+                            b, &x_norms[q0], slack_factor, abs_slack,
+                            &blocks[0, 0, 0], &order[0], &nodes[0, 0], &bounds[0, 0],
+                            staging + q0, &counts[q0], count_only, alive, frames, scan,
+                            &stats[tid, 0]) < 0:
                         failed += 1
-                        continue
-                    counts[i] = found
-                    if not count_only and _sort_by_column(
-                            s.cols + query_start[i], (<floating*> s.vals) + query_start[i],
-                            found, s + 1, key_bits, histogram) < 0:
-                        failed += 1
-                free(histogram)
+                free(alive)
+                free(scan)
+                free(frames)
         if failed:
             raise MemoryError("ActiveNeuronIndex: out of memory staging the output")
         stats_total = stats_arr[:, :N_STATS].sum(axis=0)
@@ -555,16 +839,23 @@ def tree_query(
         data_out = np.empty(total, dtype=dtype)
         indices_out = np.empty(total, dtype=np.int32)
         if total > 0:
-            with nogil:
-                for i in prange(n_queries, num_threads=n_threads, schedule="static"):
+            with nogil, parallel(num_threads=n_threads):
+                tid = omp_get_thread_num()
+                histogram = <int64_t*> malloc(RADIX_SIZE * sizeof(int64_t))
+                for i in prange(n_queries, schedule="dynamic"):
+                    if histogram == NULL:
+                        failed += 1
+                        continue
                     if counts[i] == 0:
                         continue
-                    s = staging + 2 * query_thread[i]
-                    memcpy(&indices_out[indptr[i]], s.cols + query_start[i],
-                           counts[i] * sizeof(int32_t))
-                    memcpy(&data_out[indptr[i]], (<floating*> s.vals) + query_start[i],
-                           counts[i] * sizeof(floating))
+                    if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
+                                  staging + n_queries + tid, key_bits, histogram,
+                                  &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
+                        failed += 1
+                free(histogram)
+        if failed:
+            raise MemoryError("ActiveNeuronIndex: out of memory sorting the output")
         return (np.asarray(data_out), np.asarray(indices_out),
                 indptr_arr.astype(np.int32), stats_total)
     finally:
-        release(staging, 2 * n_threads)
+        release(staging, n_queries + n_threads)
