@@ -16,11 +16,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subquad import ActiveNeuronIndex
-from subquad.index._tree import build_tree, node_bounds, pack_lanes, refit_bounds
+from subquad.index._tree import (NEURONS_PER_BLOCK, build_tree, node_bounds, pack_lanes,
+                                 refit_bounds)
 
 DTYPES = [np.float32, np.float64]
 ALGORITHMS = ["tree", "brute", "auto"]
 SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def packed(W_tree):
+    """`W_tree` (tree order) in the tree's 16-lane block layout."""
+    blocks = np.zeros((-(-len(W_tree) // NEURONS_PER_BLOCK), W_tree.shape[1], NEURONS_PER_BLOCK),
+                      dtype=W_tree.dtype)
+    pack_lanes(np.ascontiguousarray(W_tree), np.arange(len(W_tree)), blocks, 2)
+    return blocks
 
 
 def reference(W, X, threshold):
@@ -305,7 +314,7 @@ def test_tree_kernels_against_numpy(dtype):
         assert end[right[k]] == end[k] and parent[k + 1] == parent[right[k]] == k
     assert np.all(end[right < 0] - start[right < 0] <= 7)
     W_tree = W[order]
-    bounds = node_bounds(pack_lanes(W_tree), nodes, 1.0, 2)
+    bounds = node_bounds(packed(W_tree), nodes, 1.0, 2)
     for k in range(len(nodes)):
         rows = W_tree[start[k]:end[k]].astype(np.float64)
         np.testing.assert_allclose(bounds[k, :3], rows.mean(axis=0), rtol=1e-12, atol=1e-12)
@@ -322,7 +331,7 @@ def test_bottom_up_refit_bounds_every_neuron(dtype):
     rng = np.random.default_rng(6)
     W = rng.standard_normal((500, 3)).astype(dtype)
     order, nodes, _ = build_tree(W, 9)
-    moved = pack_lanes((W + rng.standard_normal(W.shape).astype(dtype))[order])
+    moved = packed((W + rng.standard_normal(W.shape).astype(dtype))[order])
     exact = node_bounds(moved, nodes, 1.0, 2)
     refit = np.full_like(exact, np.nan)
     refit_bounds(moved, nodes, refit, 1.0, 2)
@@ -471,24 +480,54 @@ def test_classifier_predictions_with_index_equal_brute(dtype):
     assert not hasattr(pickle.loads(pickle.dumps(clf))._network, "_index")
 
 
-def test_regressor_index_is_rebuilt_after_training_and_auto_rules():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_training_with_the_index_equals_brute_training(dtype):
+    """Steps whose first layer comes from the index train the same model as
+    brute steps, up to rounding (the two sum inner products differently)."""
+    from subquad import SparseMLPRegressor
+
+    X, _ = _low_dimensional_data(800, dim=3, seed=2)
+    y = np.sin(X[:, 0]) + X[:, 1]
+    fits = []
+    for mode in (False, True):
+        reg = SparseMLPRegressor(hidden_layer_sizes=(2000,), max_iter=2, batch_size=100,
+                                 random_state=0, dtype=dtype, first_layer_index=mode)
+        with pytest.warns(Warning):
+            fits.append(reg.fit(X, y))
+    brute, indexed = fits
+    assert getattr(brute._network, "_index", None) is None
+    index = indexed._network._index
+    assert index.algorithm_ == "tree" and index.last_query_stats_["algorithm"] == "tree"
+    tol = 1e-3 if dtype == np.float32 else 1e-8
+    for a, b in zip(brute.coefs_, indexed.coefs_):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(brute.predict(X), indexed.predict(X), rtol=tol, atol=tol)
+
+
+def test_regressor_index_is_kept_current_and_auto_rules():
     from subquad import SparseMLPRegressor
 
     X, _ = _low_dimensional_data(2100, dim=3, seed=1)
     y = np.sin(X[:, 0]) + X[:, 1]
     reg = SparseMLPRegressor(hidden_layer_sizes=(1 << 15,), max_iter=1, random_state=0,
-                             batch_size=1024, first_layer_index="auto")
+                             batch_size=1024, first_layer_index=False)
     with pytest.warns(Warning):
         reg.fit(X, y)
+    assert getattr(reg._network, "_index", None) is None
+    brute = reg.predict(X)
+    reg.set_params(first_layer_index="auto")
     reg.predict(X[:100])  # too few rows to pay for a build
     assert getattr(reg._network, "_index", None) is None
     with_index = reg.predict(X)  # 2100 rows, width 2**15, dim 3: the index
     index = reg._network._index
     assert index is not None and index.algorithm_ in ("tree", "brute")
+    np.testing.assert_allclose(with_index, brute, rtol=1e-4, atol=1e-4)
+    # Training steps use the index and keep it current (refit, not a new one).
+    reg.partial_fit(X, y)
+    after = reg.predict(X)  # brings the index up to the last step's weights
+    assert reg._network._index is index
+    np.testing.assert_array_equal(index.W_, reg._network._first_layer_neurons())
     reg.set_params(first_layer_index=False)
-    np.testing.assert_allclose(with_index, reg.predict(X), rtol=1e-4, atol=1e-4)
-    reg.set_params(first_layer_index="auto").partial_fit(X, y)
-    reg.predict(X)
-    assert reg._network._index is not index  # the weights moved: rebuilt
+    np.testing.assert_allclose(after, reg.predict(X), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="first_layer_index"):
         SparseMLPRegressor(first_layer_index="yes").fit(X, y)

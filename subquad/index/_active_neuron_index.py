@@ -8,8 +8,8 @@ import scipy.sparse as sp
 from .._threads import effective_n_threads
 from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
 from ..linalg.threshold import threshold_csr
-from ._tree import (build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds, set_rows,
-                    tree_query)
+from ._tree import (NEURONS_PER_BLOCK, build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds,
+                    set_rows, tree_query)
 
 ALGORITHMS = ("auto", "tree", "brute")
 
@@ -206,7 +206,9 @@ class ActiveNeuronIndex:
 
     def _build(self):
         order, nodes, parent = build_tree(self.W_, self.leaf_size)
-        blocks = pack_lanes(self.W_[order])
+        blocks = np.zeros((-(-self.n_neurons_ // NEURONS_PER_BLOCK), self.dim_,
+                           NEURONS_PER_BLOCK), dtype=self.dtype_)
+        pack_lanes(self.W_, order, blocks, self._threads(self.n_neurons_ // 4096 + 1))
         # Radii rounded upwards, far beyond float64 rounding.
         radius_factor = 1.0 + 1e-12
         bounds = node_bounds(blocks, nodes, radius_factor, self._threads(len(nodes)))
@@ -299,7 +301,8 @@ class ActiveNeuronIndex:
             return self
         tree = self._tree
         if k * self.REFIT_FRACTION > self.n_neurons_:
-            tree["blocks"] = pack_lanes(self.W_[tree["order"]])
+            pack_lanes(self.W_, tree["order"], tree["blocks"],
+                       self._threads(self.n_neurons_ // 4096 + 1))
             refit_bounds(tree["blocks"], tree["nodes"], tree["bounds"], tree["radius_factor"],
                          self._threads(self.n_neurons_ // 4096 + 1))
         else:

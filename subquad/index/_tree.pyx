@@ -87,6 +87,9 @@ cdef enum:
 
 
 
+# The block width, for callers allocating the packed layout.
+NEURONS_PER_BLOCK = LANES
+
 cdef struct Frame:
     # A node to visit and its list of alive queries: alive[start:start+length].
     int64_t node
@@ -239,14 +242,21 @@ cdef double _distance(const floating* blocks, int64_t dim, int64_t p,
     return sqrt(total)
 
 
-def pack_lanes(W_tree):
-    """The tree-ordered rows `W_tree` (n, dim) as blocks of LANES neurons,
-    shape ``(ceil(n / LANES), dim, LANES)``: block k holds coordinate a of
-    neurons ``k * LANES + j`` at ``[k, a, j]``, zero-padded at the end."""
-    n, dim = W_tree.shape
-    padded = np.zeros((-(-n // LANES) * LANES, dim), dtype=W_tree.dtype)
-    padded[:n] = W_tree
-    return np.ascontiguousarray(padded.reshape(-1, LANES, dim).transpose(0, 2, 1))
+def pack_lanes(const floating[:, ::1] W, const int64_t[::1] order,
+               floating[:, :, ::1] blocks, int n_threads):
+    """Write the neurons ``W[order]`` (tree order) into `blocks`, of shape
+    ``(ceil(n / LANES), dim, LANES)``: block k holds coordinate a of the
+    neurons at tree positions ``k * LANES + j`` at ``[k, a, j]``; padding
+    lanes past n are left as they are (zero when `blocks` was zeroed)."""
+    cdef int64_t n = order.shape[0]
+    cdef int64_t dim = W.shape[1]
+    cdef int64_t k, j, a, p
+    with nogil:
+        for k in prange(blocks.shape[0], num_threads=n_threads, schedule="static"):
+            for j in range(min(LANES, n - k * LANES)):
+                p = order[k * LANES + j]
+                for a in range(dim):
+                    blocks[k, a, j] = W[p, a]
 
 
 def set_rows(floating[:, :, ::1] blocks, const int64_t[::1] positions,
@@ -269,6 +279,41 @@ cdef inline double _norm_of_extremes(const double* lo, const double* hi,
     return sqrt(total)
 
 
+cdef void _fill_bounds(const floating* B, int64_t dim, int64_t start, int64_t end,
+                       double* row, double radius_factor) noexcept nogil:
+    """Bounds row ``(centre, lo, hi, radius, |centre|, norm bound)`` of the
+    neurons at tree positions [start, end), accumulated in locals and
+    written once (rows of neighbouring nodes share cache lines across
+    threads)."""
+    cdef int64_t a, p
+    cdef double total, lo, hi, v, r, d, diff
+    for a in range(dim):
+        total = 0.0
+        lo = _coord(B, dim, start, a)
+        hi = lo
+        for p in range(start, end):
+            v = _coord(B, dim, p, a)
+            total += v
+            lo = min(lo, v)
+            hi = max(hi, v)
+        row[a] = total / (end - start)
+        row[dim + a] = lo
+        row[2 * dim + a] = hi
+    r = 0.0
+    for p in range(start, end):
+        d = 0.0
+        for a in range(dim):
+            diff = <double> _coord(B, dim, p, a) - row[a]
+            d += diff * diff
+        r = max(r, d)
+    row[3 * dim] = sqrt(r) * radius_factor
+    total = 0.0
+    for a in range(dim):
+        total += row[a] * row[a]
+    row[3 * dim + 1] = sqrt(total)
+    row[3 * dim + 2] = _norm_of_extremes(&row[dim], &row[2 * dim], dim)
+
+
 def node_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
                 double radius_factor, int n_threads):
     """Bounds of every node over the tree-ordered neurons packed in `blocks`
@@ -281,34 +326,11 @@ def node_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
     bounds_arr = np.zeros((n_nodes, 3 * dim + 3), dtype=np.float64)
     cdef double[:, ::1] bounds = bounds_arr
     cdef const floating* B = &blocks[0, 0, 0]
-    cdef int64_t k, p, a
-    cdef double r, d, v
+    cdef int64_t k
     with nogil:
-        for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic"):
-            for a in range(dim):
-                bounds[k, dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
-                bounds[k, 2 * dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
-            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
-                for a in range(dim):
-                    v = _coord(B, dim, p, a)
-                    bounds[k, a] += v
-                    if v < bounds[k, dim + a]:
-                        bounds[k, dim + a] = v
-                    if v > bounds[k, 2 * dim + a]:
-                        bounds[k, 2 * dim + a] = v
-            r = 0.0
-            for a in range(dim):
-                bounds[k, a] /= nodes[k, NODE_END] - nodes[k, NODE_START]
-                r += bounds[k, a] * bounds[k, a]
-            bounds[k, 3 * dim + 1] = sqrt(r)
-            r = 0.0
-            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
-                d = _distance(B, dim, p, &bounds[k, 0])
-                if d > r:
-                    r = d
-            bounds[k, 3 * dim] = r * radius_factor
-            bounds[k, 3 * dim + 2] = _norm_of_extremes(
-                &bounds[k, dim], &bounds[k, 2 * dim], dim)
+        for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic", chunksize=16):
+            _fill_bounds(B, dim, nodes[k, NODE_START], nodes[k, NODE_END], &bounds[k, 0],
+                         radius_factor)
     return bounds_arr
 
 
@@ -324,31 +346,12 @@ def refit_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
     cdef int64_t dim = blocks.shape[1]
     cdef const floating* B = &blocks[0, 0, 0]
     cdef int64_t k, p, a, left, right
-    cdef double r, d, v, diff, w_left, w_right
+    cdef double r, d, diff, w_left, w_right
     with nogil:
-        for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic"):
-            if nodes[k, NODE_RIGHT] >= 0:
-                continue
-            for a in range(dim):
-                bounds[k, a] = 0.0
-                bounds[k, dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
-                bounds[k, 2 * dim + a] = _coord(B, dim, nodes[k, NODE_START], a)
-            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
-                for a in range(dim):
-                    v = _coord(B, dim, p, a)
-                    bounds[k, a] += v
-                    if v < bounds[k, dim + a]:
-                        bounds[k, dim + a] = v
-                    if v > bounds[k, 2 * dim + a]:
-                        bounds[k, 2 * dim + a] = v
-            for a in range(dim):
-                bounds[k, a] /= nodes[k, NODE_END] - nodes[k, NODE_START]
-            r = 0.0
-            for p in range(nodes[k, NODE_START], nodes[k, NODE_END]):
-                d = _distance(B, dim, p, &bounds[k, 0])
-                if d > r:
-                    r = d
-            bounds[k, 3 * dim] = r * radius_factor
+        for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic", chunksize=16):
+            if nodes[k, NODE_RIGHT] < 0:
+                _fill_bounds(B, dim, nodes[k, NODE_START], nodes[k, NODE_END], &bounds[k, 0],
+                             radius_factor)
         # Children are numbered after their parent (pre-order).
         for k in range(n_nodes - 1, -1, -1):
             right = nodes[k, NODE_RIGHT]
@@ -371,11 +374,12 @@ def refit_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
                         d += diff * diff
                     r = max(r, sqrt(d) * radius_factor + bounds[left, 3 * dim])
                 bounds[k, 3 * dim] = r
-            r = 0.0
-            for a in range(dim):
-                r += bounds[k, a] * bounds[k, a]
-            bounds[k, 3 * dim + 1] = sqrt(r)
-            bounds[k, 3 * dim + 2] = _norm_of_extremes(&bounds[k, dim], &bounds[k, 2 * dim], dim)
+                r = 0.0
+                for a in range(dim):
+                    r += bounds[k, a] * bounds[k, a]
+                bounds[k, 3 * dim + 1] = sqrt(r)
+                bounds[k, 3 * dim + 2] = _norm_of_extremes(
+                    &bounds[k, dim], &bounds[k, 2 * dim], dim)
 
 
 def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,

@@ -25,14 +25,14 @@ from ._sparse_backprop import backward_update
 # pass), long before float32 could lose precision.
 _MIN_SCALE = 1e-3
 
-# first_layer_index='auto' uses an ActiveNeuronIndex for the first layer of
-# a prediction only for low-dimensional dense input (the index has one more
-# coordinate, the bias; bench/active_index.py: the tree wins ~4x at dim 4 and
-# loses at dim 8), a very wide first layer and enough rows to pay for
-# building the index (bench/active_index_fit.py: a build costs about as much
-# as a brute first layer on a few hundred rows). Training steps never use
-# it: a step moves most first-layer neurons and every bias, and updating the
-# bounds (or rebuilding) costs more than the brute layer it would replace.
+# first_layer_index='auto' uses an ActiveNeuronIndex for the first layer
+# only for low-dimensional dense input (the index has one more coordinate,
+# the bias; bench/active_index.py), a very wide first layer, and, to build
+# one for a prediction, enough rows to pay for the build (a build costs
+# about as much as a brute first layer on a few hundred rows). Training
+# builds it once and keeps it current: after each step every neuron has
+# moved, and `ActiveNeuronIndex.update(None, ...)` refits the bounds in
+# linear time (bench/active_index_fit.py measures the step).
 _INDEX_MAX_INPUT_DIM = 4
 _INDEX_MIN_WIDTH = 1 << 15
 _INDEX_MIN_ROWS = 2048
@@ -188,6 +188,10 @@ class _Network:
         self.thresholds = list(thresholds)
         self.scales = list(scales)
 
+    def training_forward(self, X):
+        """`forward` for a training step."""
+        return self.forward(X)
+
     def outputs(self, X, chunk):
         """Network outputs for X, computed `chunk` rows at a time."""
         return np.vstack([self.forward(X[i:i + chunk])[1]
@@ -242,9 +246,12 @@ class SparseNetwork(_Network):
         neurons[:, -1] = c / self.dtype.type(s)
         return neurons
 
-    def _first_layer_index(self, n_rows):
+    def _first_layer_index(self, n_rows, training=False):
         """An index over the current first layer, or None to use the brute
-        product. Reused while the first layer is unchanged."""
+        product. A cached index is brought up to date with the weights (a
+        bottom-up refit of its bounds, or a rebuild if they have degraded);
+        a new one is built for a prediction of enough rows, or for training,
+        which reuses it every step."""
         auto = isinstance(self.first_layer_index, str)
         n_in, width = self.hidden_W[0].shape
         if not auto and not self.first_layer_index:
@@ -253,13 +260,21 @@ class SparseNetwork(_Network):
             return None
         neurons = self._first_layer_neurons()
         index = getattr(self, "_index", None)
-        if index is not None and np.array_equal(index.W_, neurons):
+        if index is not None:
+            if not np.array_equal(index.W_, neurons):
+                index.update(None, neurons)
             return index
-        if auto and n_rows < _INDEX_MIN_ROWS:
+        if auto and not training and n_rows < _INDEX_MIN_ROWS:
             return None
         self._index = ActiveNeuronIndex(
             neurons, algorithm="auto" if auto else "tree", n_threads=self.n_threads)
         return self._index
+
+    def training_forward(self, X):
+        """`forward` for a training step: the first layer through the
+        maintained index when `first_layer_index` says so."""
+        index = None if sp.issparse(X) else self._first_layer_index(X.shape[0], training=True)
+        return self.forward(X, index)
 
     def outputs(self, X, chunk):
         index = None if sp.issparse(X) else self._first_layer_index(X.shape[0])

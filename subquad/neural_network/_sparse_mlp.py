@@ -468,7 +468,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
     def _step(self, network, X, Y, state):
         if self.solver == "gauss-newton":
             return self._gauss_newton_step(network, X, Y, state)
-        activations, output = network.forward(X)
+        activations, output = network.training_forward(X)
         loss, error = self._loss_and_error(output, Y)
         if not np.isfinite(loss) or not np.all(np.isfinite(error)):
             raise DivergenceError(
@@ -641,17 +641,18 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         Gauss–Newton stalled at 0.2 x its initial loss; see the README).
         Standardising features still helps either way.
     first_layer_index : {'auto', True, False}, default='auto'
-        Whether predictions (and validation scores) compute the first hidden
-        layer of dense input with an `ActiveNeuronIndex` over its neurons
-        (bias folded in as an extra coordinate), cached until the weights
-        change. 'auto' does so only for a network input dimension <= 4
-        (``n_features + 1`` with the sphere lift), a first layer
-        of at least 32768 units and at least 2048 rows (or a cached index),
-        and the index then picks tree or brute from measured pruning; True
-        always uses a tree index; False never. Training steps always use the
-        fused brute product (a step moves most first-layer neurons, and
-        keeping the index current costs more than it saves). Results equal
-        the brute path up to rounding of values at the threshold.
+        Whether the first hidden layer of dense input is computed with an
+        `ActiveNeuronIndex` over its neurons (bias folded in as an extra
+        coordinate), in training steps and in predictions (and validation
+        scores). 'auto' does so only for a network input dimension <= 4
+        (``n_features + 1`` with the sphere lift) and a first layer of at
+        least 32768 units; it builds an index at the first training step
+        (kept current after every step by refitting its bounds, rebuilt
+        when they degrade) or for a prediction of at least 2048 rows, and
+        the index then picks tree or brute per call from measured pruning.
+        True always uses a tree index; False never. Results equal the brute
+        path up to rounding of values at the threshold. Gauss-Newton steps
+        use the brute product.
     gn_solver : {'auto', 'cholesky', 'sketch-cg'}, default='auto'
         How 'gauss-newton' solves its damped system of ``batch * n_outputs``
         rows: Cholesky (with an eigendecomposition fallback when the system
