@@ -9,8 +9,8 @@ the neurons are active per query. Columns:
 
 * tree / brute / auto: seconds for ``query`` on all queries (best of
   ``--repeat``); auto also names what it chose. Above dim 16 the tree
-  evaluates nearly every neuron with scalar code, so it is timed on
-  ``--tree-sample`` queries and scaled up (marked ``*``).
+  evaluates nearly every neuron, so it is timed on ``--tree-sample``
+  queries and scaled up (marked ``*``).
 * numpy: ``X @ W.T`` then ``np.nonzero`` and the values, in chunks of 128
   queries (the full product would be n_queries x n_neurons floats).
 * brute/tree: speed-up of the tree (target >= 5 at dim <= 8);

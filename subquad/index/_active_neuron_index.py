@@ -27,20 +27,23 @@ _AUTO_SAMPLE = 16
 _AUTO_MIN_SAMPLE = 4
 _AUTO_SAMPLE_EVERY = 64
 
-# Cost model of 'auto', in nanoseconds per query on one core, fitted on the
-# 2-core reference machine with bench/active_index.py (n_neurons = 2**20,
-# dims 4 to 16; the run was contended, so the fit errs towards brute).
-# Brute: every neuron goes through a blocked GEMM and the threshold scan.
-# Tree: visiting a node (its bounds rarely sit in cache), evaluating a
-# neuron of a scanned leaf (its row comes from memory), radix-sorting an
-# active neuron by column (the tree finds them in tree order). Writing the
-# output costs both the same.
-_BRUTE_NS_PER_NEURON = 5.0
-_BRUTE_NS_PER_MULTIPLY_ADD = 0.05
-_TREE_NS_PER_NODE = 150.0
-_TREE_NS_PER_EVALUATION = 10.0
-_TREE_NS_PER_MULTIPLY_ADD = 2.0
-_TREE_NS_PER_ACTIVE = 4.0
+# Cost model of 'auto', in nanoseconds per query on one core: a non-negative
+# least-squares fit (relative errors) over dims 2-16, leaves of 64 and 128
+# and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
+# machine (bench/active_index_cost_model.py, run single-threaded while
+# another process used the other core; predictions fall within 0.6-1.7x
+# of the tree's measurements, 0.8-1.25x of brute's). Brute: every neuron
+# goes through a blocked GEMM and the threshold scan; each active one is
+# staged and scattered into CSR. Tree: testing a node's bounds against a
+# query, evaluating a neuron of a scanned leaf (16 per vector operation),
+# and staging and radix-sorting an active neuron by column.
+_BRUTE_NS_PER_NEURON = 1.43
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.072
+_BRUTE_NS_PER_ACTIVE = 29.3
+_TREE_NS_PER_NODE = 25.6
+_TREE_NS_PER_EVALUATION = 0.0
+_TREE_NS_PER_MULTIPLY_ADD = 0.169
+_TREE_NS_PER_ACTIVE = 28.8
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.
 _AUTO_MARGIN = 1.2
@@ -85,10 +88,11 @@ class ActiveNeuronIndex:
         measures how many inner products it evaluates and how many nodes it
         visits, and picks the tree if a cost model predicts it at least
         1.2x cheaper than brute.
-    leaf_size : int, default=64
+    leaf_size : int, default=128
         Most neurons in a leaf of the tree. Smaller leaves evaluate fewer
-        neurons but visit more nodes; on 2**20 Gaussian neurons, 64 was the
-        fastest of 16-128 at dim 8 and close to the fastest (128) at dim 4.
+        neurons but test more node bounds; a leaf is evaluated 16 neurons
+        per vector operation, so on 2**19 Gaussian neurons 128 was faster
+        than 64 at dims 2 to 16 (bench/active_index.py's setting).
     n_threads : int, default=None
         None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
         k > 0: k threads. Results do not depend on it.
@@ -151,7 +155,7 @@ class ActiveNeuronIndex:
     REBUILD_RADIUS_GROWTH = 1.5
     REFIT_FRACTION = 8
 
-    def __init__(self, W, algorithm="auto", leaf_size=64, n_threads=None):
+    def __init__(self, W, algorithm="auto", leaf_size=128, n_threads=None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         if (isinstance(leaf_size, bool) or not isinstance(leaf_size, numbers.Integral)
@@ -374,7 +378,8 @@ class ActiveNeuronIndex:
         tree_ns = (visited * _TREE_NS_PER_NODE
                    + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
                    + active * _TREE_NS_PER_ACTIVE)
-        brute_ns = n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
+        brute_ns = (n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
+                    + active * _BRUTE_NS_PER_ACTIVE)
         choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
         self._set_choice(choice, (
             f"measured on {n_sample} queries: the tree evaluates "

@@ -1,0 +1,74 @@
+"""Fit the cost model behind ActiveNeuronIndex(algorithm='auto').
+
+    taskset -c 0 python bench/active_index_cost_model.py
+
+Times 'tree' and 'brute' single-threaded on 2**19 standard normal float32
+neurons and 256 queries, over dims 2-16, leaves of 64 and 128 and
+thresholds giving ~1%, ~3% and ~50% active neurons (the last pins down
+the cost per active neuron), records the tree's counters
+(nodes tested, neurons evaluated, active neurons per query) and fits, by
+non-negative least squares, nanoseconds per query:
+
+    tree  = node * nodes + (eval + per_dim * dim) * evaluated + active * active
+    brute = (neuron + per_dim * dim) * n_neurons + active * active
+
+The constants in subquad/index/_active_neuron_index.py come from this fit;
+the last lines show each configuration's predicted over measured time.
+"""
+
+import time
+
+import numpy as np
+from scipy.optimize import nnls
+
+from subquad import ActiveNeuronIndex
+
+N_NEURONS, N_QUERIES = 1 << 19, 256
+
+
+def best(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main():
+    tree_rows, tree_ns, brute_rows, brute_ns = [], [], [], []
+    for dim in (2, 4, 6, 8, 12, 16):
+        rng = np.random.default_rng(dim)
+        W = rng.standard_normal((N_NEURONS, dim)).astype(np.float32)
+        X = rng.standard_normal((N_QUERIES, dim)).astype(np.float32)
+        brute = ActiveNeuronIndex(W, algorithm="brute", n_threads=1)
+        for quantile in (0.99, 0.97, 0.5):
+            b = float(np.quantile((X[:16] @ W[:65536].T).ravel(), quantile))
+            t_brute, _ = best(lambda: brute.query(X, b))
+            for leaf_size in (64, 128):
+                tree = ActiveNeuronIndex(W, algorithm="tree", leaf_size=leaf_size, n_threads=1)
+                t_tree, A = best(lambda: tree.query(X, b))
+                stats = tree.last_query_stats_
+                nodes = stats["nodes_visited"] / N_QUERIES
+                evaluated = stats["evaluated_fraction"] * N_NEURONS
+                active = A.nnz / N_QUERIES
+                tree_rows.append([nodes, evaluated, evaluated * dim, active])
+                tree_ns.append(t_tree / N_QUERIES * 1e9)
+                brute_rows.append([N_NEURONS, N_NEURONS * dim, active])
+                brute_ns.append(t_brute / N_QUERIES * 1e9)
+                print(f"dim {dim:>2} active {active / N_NEURONS:5.2%} leaf {leaf_size:>3}: "
+                      f"tree {tree_ns[-1] / 1e3:7.0f} us, brute {brute_ns[-1] / 1e3:7.0f} us per "
+                      f"query; {nodes:.0f} nodes, {evaluated:.0f} evaluated", flush=True)
+    # Relative errors weigh every configuration alike (times span 100x).
+    tree_rows, tree_ns = np.array(tree_rows), np.array(tree_ns)
+    brute_rows, brute_ns = np.array(brute_rows), np.array(brute_ns)
+    tree_fit = nnls(tree_rows / tree_ns[:, None], np.ones(len(tree_ns)))[0]
+    brute_fit = nnls(brute_rows / brute_ns[:, None], np.ones(len(brute_ns)))[0]
+    print("tree ns: node %.1f, evaluation %.2f + %.3f per dim, active %.1f" % tuple(tree_fit))
+    print("brute ns: neuron %.2f + %.4f per dim, active %.1f" % tuple(brute_fit))
+    print("tree predicted/measured: ", np.round(tree_rows @ tree_fit / tree_ns, 2))
+    print("brute predicted/measured:", np.round(brute_rows @ brute_fit / brute_ns, 2))
+
+
+if __name__ == "__main__":
+    main()
