@@ -78,6 +78,8 @@ cdef enum:
     N_NODE_FIELDS = 3
     RADIX_BITS = 11
     RADIX_SIZE = 2048
+    # Column keys have at most 31 bits.
+    MAX_RADIX_PASSES = 3
     # Neurons per packed block: a block stores coordinate a of its LANES
     # neurons contiguously, so one block's inner products are LANES-wide
     # vector multiply-adds (one AVX-512 register of float32).
@@ -690,7 +692,8 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
                     floating* out_vals) noexcept nogil:
     """Write the `count` (column, value) entries sorted by column into
     `out_cols`, `out_vals`: LSD radix sort in as few passes as digits of at
-    most RADIX_BITS bits cover `key_bits`, ping-ponging through `tmp`, the
+    most RADIX_BITS bits cover `key_bits` (`histogram` holds
+    MAX_RADIX_PASSES * RADIX_SIZE counts), ping-ponging through `tmp`, the
     last pass scattering straight into the output (a few linear passes over
     buffers that stay in cache, where scattering values into an array over
     all neurons would miss the cache on every entry). The input is not
@@ -699,6 +702,7 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
     cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
     cdef int64_t n_digits = <int64_t> 1 << digit_bits
     cdef int64_t shift, i, digit, total, c, pass_
+    cdef int64_t* offsets
     cdef const int32_t* src_cols = cols
     cdef const floating* src_vals = vals
     cdef int32_t* dst_cols
@@ -722,6 +726,20 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
         tmp.size = 0
         if reserve(tmp, count, sizeof(floating), False) < 0:
             return -1
+    # Every pass's digit counts in one read of the keys, then turned into
+    # starting offsets.
+    for i in range(n_passes * n_digits):
+        histogram[i] = 0
+    for i in range(count):
+        key = cols[i]
+        for pass_ in range(n_passes):
+            histogram[pass_ * n_digits + ((key >> (pass_ * digit_bits)) & (n_digits - 1))] += 1
+    for pass_ in range(n_passes):
+        total = 0
+        for i in range(pass_ * n_digits, (pass_ + 1) * n_digits):
+            c = histogram[i]
+            histogram[i] = total
+            total += c
     for pass_ in range(n_passes):
         shift = pass_ * digit_bits
         if pass_ == n_passes - 1:
@@ -733,20 +751,12 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
         else:
             dst_cols = tmp.cols
             dst_vals = <floating*> tmp.vals
-        for i in range(n_digits):
-            histogram[i] = 0
-        for i in range(count):
-            histogram[(src_cols[i] >> shift) & (n_digits - 1)] += 1
-        total = 0
-        for i in range(n_digits):
-            c = histogram[i]
-            histogram[i] = total
-            total += c
+        offsets = histogram + pass_ * n_digits
         for i in range(count):
             digit = (src_cols[i] >> shift) & (n_digits - 1)
-            dst_cols[histogram[digit]] = src_cols[i]
-            dst_vals[histogram[digit]] = src_vals[i]
-            histogram[digit] += 1
+            dst_cols[offsets[digit]] = src_cols[i]
+            dst_vals[offsets[digit]] = src_vals[i]
+            offsets[digit] += 1
         src_cols = dst_cols
         src_vals = dst_vals
     return 0
@@ -845,7 +855,7 @@ def tree_query(
         if total > 0:
             with nogil, parallel(num_threads=n_threads):
                 tid = omp_get_thread_num()
-                histogram = <int64_t*> malloc(RADIX_SIZE * sizeof(int64_t))
+                histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
                 for i in prange(n_queries, schedule="dynamic"):
                     if histogram == NULL:
                         failed += 1
