@@ -32,12 +32,19 @@ cdef extern from *:
     #define SUBQUAD_OPS_D _mm256_setzero_pd, _mm256_load_pd, _mm256_set1_pd, \\
                           _mm256_fmadd_pd, _mm256_mul_pd, _mm256_store_pd, _mm256_stream_pd
     #else
-    #define SUBQUAD_MR 4
-    #define SUBQUAD_NR_F 8
-    #define SUBQUAD_NR_D 8
+    /* No vector kernel: tiled_gemm hands its tiles to BLAS instead, which
+       picks its kernel for the CPU at run time (a plain C kernel in a
+       SUBQUAD_PORTABLE=1 build measured 4.5x slower than NumPy), so the
+       functions below are empty and never called. */
+    #define SUBQUAD_VECTOR_KERNEL 0
+    #define SUBQUAD_MR 1
+    #define SUBQUAD_NR_F 1
+    #define SUBQUAD_NR_D 1
+    #define SUBQUAD_KERNEL_F
+    #define SUBQUAD_KERNEL_D
     #endif
 
-    #ifdef SUBQUAD_VECTOR_KERNEL
+    #if SUBQUAD_VECTOR_KERNEL
     /* Two vectors per row: 2 * MR accumulators, two B vectors and one
        broadcast fill the register file (32 zmm, 16 ymm). */
     #define SUBQUAD_BLOCK(T, V, NR, ZERO, LOAD, SET1, FMA, MUL, STORE, STREAM)    \\
@@ -66,18 +73,6 @@ cdef extern from *:
     #define SUBQUAD_EXPAND(args) SUBQUAD_BLOCK args
     #define SUBQUAD_KERNEL_F SUBQUAD_EXPAND((float, SUBQUAD_VF, SUBQUAD_NR_F, SUBQUAD_OPS_F))
     #define SUBQUAD_KERNEL_D SUBQUAD_EXPAND((double, SUBQUAD_VD, SUBQUAD_NR_D, SUBQUAD_OPS_D))
-    #else
-    #define SUBQUAD_BLOCK(T, NR)                                                 \\
-        T c[SUBQUAD_MR * NR] = {0};                                              \\
-        for (long p = 0; p < k; ++p, a += SUBQUAD_MR, b += NR)                   \\
-            for (int i = 0; i < SUBQUAD_MR; ++i)                                 \\
-                for (int j = 0; j < NR; ++j) c[i * NR + j] += a[i] * b[j];       \\
-        T *to = dst != NULL ? dst : out;                                         \\
-        const long ld = dst != NULL ? ldd : NR;                                  \\
-        for (int i = 0; i < SUBQUAD_MR; ++i)                                     \\
-            for (int j = 0; j < NR; ++j) to[i * ld + j] = alpha * c[i * NR + j];
-    #define SUBQUAD_KERNEL_F SUBQUAD_BLOCK(float, SUBQUAD_NR_F)
-    #define SUBQUAD_KERNEL_D SUBQUAD_BLOCK(double, SUBQUAD_NR_D)
     #endif
 
     static inline void subquad_block_f(long k, const float *restrict a,
@@ -93,6 +88,7 @@ cdef extern from *:
     }
     """
     enum:
+        VECTOR_KERNEL "SUBQUAD_VECTOR_KERNEL"
         MR "SUBQUAD_MR"
         NR_F "SUBQUAD_NR_F"
         NR_D "SUBQUAD_NR_D"

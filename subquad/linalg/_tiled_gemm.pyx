@@ -22,6 +22,11 @@ other strides) go through a small buffer.
 A row block of packed A small enough for L1 is reused by every column
 strip of the tile, and each strip of packed B by every row of the block,
 so the micro-kernel's operands come from L1 while C streams out.
+
+Builds without a vector micro-kernel (no AVX2 or AVX-512 at compile time,
+e.g. SUBQUAD_PORTABLE=1, or not x86) pack each tile for one
+single-threaded BLAS call instead, as BLAS chooses its kernel for the CPU
+at run time; the caller holds BLAS to one thread.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -29,8 +34,9 @@ from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from .._cython_blas cimport NoTrans, _gemm
 from .._stream cimport store_block, stream_fence
-from ._microkernel cimport MR, NR_D, NR_F, micro_block
+from ._microkernel cimport MR, NR_D, NR_F, VECTOR_KERNEL, micro_block
 
 cdef int64_t LINE = 64  # bytes; alignment of packed B panels and of blocks
 cdef int64_t L1_PANEL = 16384  # bytes of packed A per row block: half of a 32 KiB L1
@@ -53,12 +59,40 @@ def tiled_gemm(
 ):
     """Kernel of `subquad.linalg.blocked_gemm`; arguments validated by it.
 
-    Tiles are `tile_m` rows by `tile_n` columns rounded up to whole
-    micro-kernel strips.
+    Tiles are `tile_m` rows by `tile_n` columns (rounded up to whole
+    micro-kernel strips).
     """
+    cdef int failed
+    if C.shape[0] == 0 or C.shape[1] == 0:
+        return
+    if alpha == 0:
+        # As the BLAS reference has it, A and B are not read: NaN in them do
+        # not propagate (OpenBLAS propagates them on some paths).
+        index = index[:0]
+    with nogil:
+        if VECTOR_KERNEL:
+            failed = _micro_tiles(A, B, C, alpha, beta, index, n_threads, tile_m, tile_n)
+        else:
+            failed = _blas_tiles(A, B, C, alpha, beta, index, n_threads, tile_m, tile_n)
+    if failed:
+        raise MemoryError("blocked_gemm: could not allocate packing buffers")
+
+
+cdef int _micro_tiles(
+    const floating[:, ::1] A,
+    const floating[:, ::1] B,
+    floating[:, ::1] C,
+    double alpha,
+    double beta,
+    const int64_t[::1] index,
+    int n_threads,
+    int64_t tile_m,
+    int64_t tile_n,
+) noexcept nogil:
+    """The tiles by the micro-kernel; nonzero if a thread could not allocate
+    its buffers."""
     cdef int64_t m = C.shape[0], n = C.shape[1]
-    # As in BLAS, alpha = 0 reads neither A nor B: their NaN do not propagate.
-    cdef int64_t k = index.shape[0] if alpha != 0 else 0
+    cdef int64_t k = index.shape[0]
     cdef int64_t nr = NR_F if floating is float else NR_D
     cdef int64_t itemsize = sizeof(floating)
     cdef int64_t sub_m = MR * max(1, L1_PANEL // (MR * max(k, 1) * itemsize))
@@ -75,8 +109,6 @@ def tiled_gemm(
     cdef const floating* row
     cdef bint streamable = beta == 0 and (n * itemsize) % LINE == 0
     cdef int failed = 0
-    if m == 0 or n == 0:
-        return
     # Micro-kernel strip q covers columns [q * nr - shift, (q + 1) * nr - shift)
     # of C; shifted, all strips but the first start on a line of every row.
     address = <uintptr_t> &C[0, 0]
@@ -86,7 +118,7 @@ def tiled_gemm(
     tile_strips = max(1, (tile_n + nr - 1) // nr)
     tiles_m = (m + tile_m - 1) // tile_m
     tiles_n = (strips + tile_strips - 1) // tile_strips
-    with nogil, parallel(num_threads=n_threads):
+    with parallel(num_threads=n_threads):
         A_raw = malloc((sub_m * k + 1) * itemsize)
         B_raw = malloc((tile_strips * nr * k + 1) * itemsize + LINE)
         out_raw = malloc(MR * nr * itemsize + LINE)
@@ -142,5 +174,49 @@ def tiled_gemm(
         free(A_raw)
         free(B_raw)
         free(out_raw)
-    if failed:
-        raise MemoryError("blocked_gemm: could not allocate packing buffers")
+    return failed
+
+
+cdef int _blas_tiles(
+    const floating[:, ::1] A,
+    const floating[:, ::1] B,
+    floating[:, ::1] C,
+    double alpha,
+    double beta,
+    const int64_t[::1] index,
+    int n_threads,
+    int64_t tile_m,
+    int64_t tile_n,
+) noexcept nogil:
+    """The tiles by one BLAS call each; nonzero if a thread could not
+    allocate its buffers."""
+    cdef int64_t m = C.shape[0], n = C.shape[1]
+    cdef int64_t k = index.shape[0]
+    cdef int64_t tiles_m = (m + tile_m - 1) // tile_m
+    cdef int64_t tiles_n = (n + tile_n - 1) // tile_n
+    cdef int64_t tile, r0, c0, tm, tn, i, p
+    cdef floating* A_pack
+    cdef floating* B_pack
+    cdef int failed = 0
+    with parallel(num_threads=n_threads):
+        A_pack = <floating*> malloc((tile_m * k + 1) * sizeof(floating))
+        B_pack = <floating*> malloc((k * tile_n + 1) * sizeof(floating))
+        for tile in prange(tiles_m * tiles_n, schedule="dynamic"):
+            r0 = (tile // tiles_n) * tile_m
+            c0 = (tile % tiles_n) * tile_n
+            tm = min(tile_m, m - r0)
+            tn = min(tile_n, n - c0)
+            if A_pack == NULL or B_pack == NULL:
+                failed += 1
+                continue
+            for i in range(tm):
+                for p in range(k):
+                    A_pack[i * k + p] = A[r0 + i, index[p]]
+            for p in range(k):
+                for i in range(tn):
+                    B_pack[p * tn + i] = B[index[p], c0 + i]
+            _gemm(NoTrans, NoTrans, <int> tm, <int> tn, <int> k, <floating> alpha,
+                  A_pack, <int> k, B_pack, <int> tn, <floating> beta, &C[r0, c0], <int> n)
+        free(A_pack)
+        free(B_pack)
+    return failed

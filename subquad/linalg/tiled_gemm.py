@@ -88,5 +88,7 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
         return C
     positions = check_index(index, A.shape[1])
     tile_m, tile_n = _tiles(m, n, len(positions), A.dtype.itemsize, threads)
-    tiled_gemm(A, B, C, alpha, beta, positions, threads, tile_m, tile_n)
+    # Builds without a vector micro-kernel call BLAS per tile.
+    with blas_threads_limited(1):
+        tiled_gemm(A, B, C, alpha, beta, positions, threads, tile_m, tile_n)
     return C
