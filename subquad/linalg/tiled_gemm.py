@@ -38,8 +38,9 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
     packing only its part of ``A[:, index]`` and ``B[index, :]`` (the
     gathered operands are never formed whole) for a register-blocked
     micro-kernel that writes each block of C once, with streaming stores
-    when `beta` is 0. Without `index` there is nothing to pack and the
-    product is one BLAS call on `n_threads` BLAS threads.
+    when `beta` is 0 (builds without AVX2 or AVX-512 hand each tile to a
+    single-threaded BLAS call instead). Without `index` there is nothing to
+    pack and the product is one BLAS call on `n_threads` BLAS threads.
 
     Parameters
     ----------
