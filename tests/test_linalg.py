@@ -249,6 +249,90 @@ def test_blocked_gemm_matches_numpy(dtype, n_threads, m, n, k, with_index):
     np.testing.assert_allclose(C, expected, rtol=tol, atol=tol)
 
 
+def misaligned(shape, dtype, offset, rng):
+    """C-contiguous random array whose data starts `offset` elements past a
+    64-byte boundary."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + 64, dtype)
+    start = (-buffer.ctypes.data % 64) // buffer.itemsize + offset
+    out = buffer[start:start + size].reshape(shape)
+    out[...] = rng.standard_normal(shape)
+    return out
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("beta", [0.0, 0.75])
+@pytest.mark.parametrize("offset", [0, 1, 5, 12])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 33, 5), (50, 64, 40), (29, 256, 3)])
+def test_blocked_gemm_index_any_alignment_of_C(dtype, n_threads, beta, offset, m, n, k):
+    # Row strides of 64 and 256 elements keep every row at the same offset
+    # from a cache line (streamed in whole lines after a head); 1 and 33 do not.
+    rng = np.random.default_rng(m + n + offset)
+    A = rng.standard_normal((m, k + 3)).astype(dtype)
+    B = rng.standard_normal((k + 3, n)).astype(dtype)
+    C = misaligned((m, n), dtype, offset, rng)
+    index = rng.permutation(k + 3)[:k]
+    expected = gemm_reference(A, B, C, -1.5, beta, index)
+    out = blocked_gemm(A, B, C, alpha=-1.5, beta=beta, index=index, n_threads=n_threads)
+    assert out is C
+    tol = 10 * rtol_for(dtype) * np.sqrt(k)
+    np.testing.assert_allclose(C, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("m,n", [(1, 1), (17, 33), (40, 128)])
+def test_blocked_gemm_index_of_length_one(dtype, n_threads, m, n):
+    rng = np.random.default_rng(m * n)
+    A = rng.standard_normal((m, 6)).astype(dtype)
+    B = rng.standard_normal((6, n)).astype(dtype)
+    out = blocked_gemm(A, B, index=[4], n_threads=n_threads)
+    np.testing.assert_allclose(out, np.outer(A[:, 4], B[4]), rtol=rtol_for(dtype))
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("n", [33, 64])
+def test_blocked_gemm_index_beta_zero_ignores_nan_in_C(dtype, n_threads, n):
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((30, 10)).astype(dtype)
+    B = rng.standard_normal((10, n)).astype(dtype)
+    index = [7, 1, 1, 4]
+    C = np.full((30, n), np.nan, dtype)
+    blocked_gemm(A, B, C, index=index, n_threads=n_threads)
+    expected = gemm_reference(A, B, None, 1.0, 0.0, np.array(index))
+    np.testing.assert_allclose(C, expected, rtol=10 * rtol_for(dtype), atol=10 * rtol_for(dtype))
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+def test_blocked_gemm_index_empty_or_alpha_zero_scales_C(dtype, n_threads):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((20, 8)).astype(dtype)
+    B = rng.standard_normal((8, 70)).astype(dtype)
+    C0 = rng.standard_normal((20, 70)).astype(dtype)
+    C = C0.copy()
+    blocked_gemm(A, B, C, beta=3.0, index=[], n_threads=n_threads)
+    np.testing.assert_allclose(C, 3.0 * C0, rtol=rtol_for(dtype))
+    # As in BLAS, alpha = 0 reads neither A nor B.
+    A[0, 2] = np.nan
+    C = C0.copy()
+    blocked_gemm(A, B, C, alpha=0.0, beta=-1.0, index=[2, 5], n_threads=n_threads)
+    np.testing.assert_allclose(C, -C0, rtol=rtol_for(dtype))
+
+
+@pytest.mark.parametrize("n_threads", THREADS)
+def test_blocked_gemm_index_spans_several_tiles(dtype, n_threads):
+    # Several row and column tiles, row blocks and a shared dimension longer
+    # than one L1 panel.
+    rng = np.random.default_rng(12)
+    A = rng.standard_normal((1100, 700)).astype(dtype)
+    B = rng.standard_normal((700, 2600)).astype(dtype)
+    index = np.sort(rng.choice(700, 300, replace=False))
+    C = rng.standard_normal((1100, 2600)).astype(dtype)
+    expected = gemm_reference(A, B, C, 0.5, 0.0, index)
+    blocked_gemm(A, B, C, alpha=0.5, index=index, n_threads=n_threads)
+    tol = 10 * rtol_for(dtype) * np.sqrt(300)
+    np.testing.assert_allclose(C, expected, rtol=tol, atol=tol)
+
+
 def test_blocked_gemm_index_forms(dtype):
     rng = np.random.default_rng(9)
     A = rng.standard_normal((40, 12)).astype(dtype)

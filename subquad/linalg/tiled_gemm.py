@@ -7,19 +7,27 @@ from .._threads import blas_threads_limited, effective_n_threads
 from ._tiled_gemm import tiled_gemm
 from ._validation import check_float_matrix, check_index, check_scalar
 
-_MAX_TILE = 1024
-_MIN_TILE = 64
+_MAX_TILE_M = 1024
+_B_PANEL = 2**19  # bytes of packed B per tile: room to spare in a 1-2 MiB L2
+_LINE = 64  # bytes of a cache line
 
 
-def _tiles(m, n, n_threads):
-    """Large tiles keep each BLAS call efficient; at least two per thread
-    keep the threads balanced."""
-    tile_m, tile_n = max(1, min(m, _MAX_TILE)), max(1, min(n, _MAX_TILE))
-    while -(-m // tile_m) * -(-n // tile_n) < 2 * n_threads and max(tile_m, tile_n) > _MIN_TILE:
-        if tile_m >= tile_n:
+def _tiles(m, n, k, itemsize, n_threads):
+    """Tiles of C: as wide as a packed B panel of about `_B_PANEL` bytes
+    allows (it is reused by every row of the tile, and wide tiles write
+    long runs of C's rows), then split until each thread has two, for
+    balance. Widths are whole cache lines."""
+    line = _LINE // itemsize
+    panels = -(-n * max(k, 1) * itemsize // _B_PANEL)
+    tile_n = -(-n // panels // line) * line
+    tile_m = max(1, min(m, _MAX_TILE_M))
+    while -(-m // tile_m) * -(-n // tile_n) < 2 * n_threads:
+        if tile_m > 1 and (tile_m >= tile_n or tile_n <= line):
             tile_m = -(-tile_m // 2)
+        elif tile_n > line:
+            tile_n = -(-tile_n // 2 // line) * line
         else:
-            tile_n = -(-tile_n // 2)
+            break
     return tile_m, tile_n
 
 
@@ -28,9 +36,11 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
 
     With `index`, the output is cut into tiles computed in parallel, each
     packing only its part of ``A[:, index]`` and ``B[index, :]`` (the
-    gathered operands are never formed whole) and handing it to a
-    single-threaded BLAS call. Without `index` there is nothing to pack and
-    the product is one BLAS call on `n_threads` BLAS threads.
+    gathered operands are never formed whole) for a register-blocked
+    micro-kernel that writes each block of C once, with streaming stores
+    when `beta` is 0 (builds without AVX2 or AVX-512 hand each tile to a
+    single-threaded BLAS call instead). Without `index` there is nothing to
+    pack and the product is one BLAS call on `n_threads` BLAS threads.
 
     Parameters
     ----------
@@ -78,7 +88,8 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
                 gemm(False, False, alpha, A, B, beta, C)
         return C
     positions = check_index(index, A.shape[1])
-    tile_m, tile_n = _tiles(m, n, threads)
+    tile_m, tile_n = _tiles(m, n, len(positions), A.dtype.itemsize, threads)
+    # Builds without a vector micro-kernel call BLAS per tile.
     with blas_threads_limited(1):
         tiled_gemm(A, B, C, alpha, beta, positions, threads, tile_m, tile_n)
     return C
