@@ -51,6 +51,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -687,24 +688,24 @@ cdef int _query_batch(
     return 0
 
 
-cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, Staging* tmp,
+cdef int _sort_into(int32_t* cols, floating* vals, int64_t count, Staging* tmp,
                     int64_t key_bits, int64_t* histogram, int32_t* out_cols,
                     floating* out_vals) noexcept nogil:
     """Write the `count` (column, value) entries sorted by column into
     `out_cols`, `out_vals`: LSD radix sort in as few passes as digits of at
     most RADIX_BITS bits cover `key_bits` (`histogram` holds
-    MAX_RADIX_PASSES * RADIX_SIZE counts), ping-ponging through `tmp`, the
-    last pass scattering straight into the output (a few linear passes over
-    buffers that stay in cache, where scattering values into an array over
-    all neurons would miss the cache on every entry). The input is not
-    modified except as scratch when there are three or more passes."""
+    MAX_RADIX_PASSES * RADIX_SIZE counts), ping-ponging between the input
+    and `tmp`, which stay in cache, then copied out sequentially: scattering
+    into the output, memory not yet touched, was slower, and scattering
+    values into an array over all neurons would miss the cache on every
+    entry. The input is used as scratch."""
     cdef int64_t n_passes = (key_bits + RADIX_BITS - 1) // RADIX_BITS
     cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
     cdef int64_t n_digits = <int64_t> 1 << digit_bits
     cdef int64_t shift, i, digit, total, c, pass_
     cdef int64_t* offsets
-    cdef const int32_t* src_cols = cols
-    cdef const floating* src_vals = vals
+    cdef int32_t* src_cols = cols
+    cdef floating* src_vals = vals
     cdef int32_t* dst_cols
     cdef floating* dst_vals
     cdef int32_t key
@@ -722,10 +723,9 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
             out_cols[c + 1] = key
             out_vals[c + 1] = val
         return 0
-    if n_passes > 1:
-        tmp.size = 0
-        if reserve(tmp, count, sizeof(floating), False) < 0:
-            return -1
+    tmp.size = 0
+    if reserve(tmp, count, sizeof(floating), False) < 0:
+        return -1
     # Every pass's digit counts in one read of the keys, then turned into
     # starting offsets.
     for i in range(n_passes * n_digits):
@@ -742,12 +742,9 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
             total += c
     for pass_ in range(n_passes):
         shift = pass_ * digit_bits
-        if pass_ == n_passes - 1:
-            dst_cols = out_cols
-            dst_vals = out_vals
-        elif src_cols == tmp.cols:
-            dst_cols = <int32_t*> cols
-            dst_vals = <floating*> vals
+        if src_cols == tmp.cols:
+            dst_cols = cols
+            dst_vals = vals
         else:
             dst_cols = tmp.cols
             dst_vals = <floating*> tmp.vals
@@ -759,6 +756,8 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count, St
             offsets[digit] += 1
         src_cols = dst_cols
         src_vals = dst_vals
+    memcpy(out_cols, src_cols, count * sizeof(int32_t))
+    memcpy(out_vals, src_vals, count * sizeof(floating))
     return 0
 
 
