@@ -40,23 +40,30 @@ def mark(ok):
 
 def bench_threshold(sizes, n, repeats, rng):
     print(f"\nthreshold_matmul, CSR H (n={n}, 2% nonzeros per row), float32, "
-          f"{effective_n_threads()} threads; output ~2% active")
+          f"{effective_n_threads()} threads; output ~2% active; W GB/s: the rows of W that H "
+          f"uses, read once, per second of ours, and that as a share of sgemv's rate on W")
     header = (f"{'m':>6} {'ours ms':>8} {'scipy+thr':>10} {'dense':>8} {'1 thread':>9} "
-              f"{'GF/s':>6} {'of sgemm':>9}  targets")
+              f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8}  targets")
     print(header)
     for m in sizes:
         W = rng.standard_normal((m, m)).astype(np.float32)
         H = sparse_rows(rng, n, m, 0.02)
         H_dense = H.toarray()
         b = float(np.quantile(H[:8] @ W, 0.98))
-        ours, ours_1, scipy_t, dense_t = times([
+        x = np.ones(m, dtype=np.float32)
+        ours, ours_1, scipy_t, dense_t, sgemv_t = times([
             lambda: threshold_matmul(H, W, b),
             lambda: threshold_matmul(H, W, b, n_threads=1),
             lambda: np.maximum(H @ W - b, 0),
             lambda: np.maximum(H_dense @ W - b, 0),
+            lambda: W @ x,
         ], repeats)
         rate = 2 * H.nnz * m / ours / 1e9
         sgemm_rate = 2 * n * m * m / dense_t / 1e9
+        # The product must read every row of W that H uses at least once;
+        # sgemv streams all of W, the machine's read rate for this array.
+        w_rate = np.unique(H.indices).size * m * 4 / ours / 1e9
+        sgemv_rate = W.nbytes / sgemv_t / 1e9
         dense_target = 8 if m >= 16384 else 5
         targets = [
             f"vs scipy {scipy_t / ours:.1f}x (>=5) {mark(scipy_t / ours >= 5)}",
@@ -65,7 +72,8 @@ def bench_threshold(sizes, n, repeats, rng):
             f"2 vs 1 thread {ours_1 / ours:.2f}x (>=1.6) {mark(ours_1 / ours >= 1.6)}",
         ]
         print(f"{m:>6} {ours * 1e3:>8.2f} {scipy_t / ours:>9.1f}x {dense_t / ours:>7.1f}x "
-              f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%}  " + "; ".join(targets))
+              f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%} {w_rate:>7.1f} "
+              f"{w_rate / sgemv_rate:>7.0%}  " + "; ".join(targets))
         del W, H, H_dense
 
 
