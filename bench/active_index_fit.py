@@ -2,6 +2,7 @@
 
     python bench/active_index_fit.py           # width 2**17, 20000 training rows
     python bench/active_index_fit.py --quick   # width 2**15, 5000 training rows
+    python bench/active_index_fit.py --dim 5   # more features ('auto' then uses no index)
 
 Fits SparseMLPClassifier (one very wide hidden layer, d = 3 synthetic data,
 which the sphere lift makes a 4-dimensional network input; early stopping
@@ -43,9 +44,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=3, help="features d (network input d + 1)")
     args = parser.parse_args()
     width, n_train, n_test = (1 << 15, 5000, 20000) if args.quick else (1 << 17, 20000, 100000)
-    dim, batch = 3, 256
+    dim, batch = args.dim, 256
     rng = np.random.default_rng(0)
     X, y = data(rng, n_train, dim)
     X_test, y_test = data(rng, n_test, dim)
