@@ -2,7 +2,7 @@
 
     python bench/active_index_fit.py           # width 2**17, 20000 training rows
     python bench/active_index_fit.py --quick   # width 2**15, 5000 training rows
-    python bench/active_index_fit.py --dim 5   # more features ('auto' then uses no index)
+    python bench/active_index_fit.py --dim 5   # more features: 'auto' indexes predictions only
 
 Fits SparseMLPClassifier (one very wide hidden layer, d = 3 synthetic data,
 which the sphere lift makes a 4-dimensional network input; early stopping

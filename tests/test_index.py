@@ -504,6 +504,22 @@ def test_training_with_the_index_equals_brute_training(dtype):
     np.testing.assert_allclose(brute.predict(X), indexed.predict(X), rtol=tol, atol=tol)
 
 
+def test_auto_index_for_predictions_only_at_higher_input_dimension():
+    from subquad import SparseMLPRegressor
+
+    X, _ = _low_dimensional_data(2100, dim=5, seed=3)  # network input 6
+    y = np.sin(X[:, 0]) + X[:, 1]
+    reg = SparseMLPRegressor(hidden_layer_sizes=(1 << 15,), max_iter=1, random_state=0,
+                             batch_size=1024)
+    with pytest.warns(Warning):
+        reg.fit(X, y)
+    assert getattr(reg._network, "_index", None) is None  # training: brute
+    with_index = reg.predict(X)
+    assert reg._network._index is not None
+    reg.set_params(first_layer_index=False)
+    np.testing.assert_allclose(with_index, reg.predict(X), rtol=1e-4, atol=1e-4)
+
+
 def test_regressor_index_is_kept_current_and_auto_rules():
     from subquad import SparseMLPRegressor
 

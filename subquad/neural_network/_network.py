@@ -32,8 +32,14 @@ _MIN_SCALE = 1e-3
 # about as much as a brute first layer on a few hundred rows). Training
 # builds it once and keeps it current: after each step every neuron has
 # moved, and `ActiveNeuronIndex.update(None, ...)` refits the bounds in
-# linear time (bench/active_index_fit.py measures the step).
-_INDEX_MAX_INPUT_DIM = 4
+# linear time (bench/active_index_fit.py measures the step). Training keeps
+# to a lower input dimension than predictions: at d = 5 features (input 6)
+# a fit with the index was no faster while predictions were 1.8-2.6x
+# faster (`bench/active_index_fit.py --dim 5`); a prediction's index also
+# picks brute per call when the tree would lose, whereas a fit pays the
+# refit every step.
+_INDEX_MAX_INPUT_DIM = 7
+_INDEX_MAX_TRAINING_INPUT_DIM = 4
 _INDEX_MIN_WIDTH = 1 << 15
 _INDEX_MIN_ROWS = 2048
 
@@ -256,7 +262,8 @@ class SparseNetwork(_Network):
         n_in, width = self.hidden_W[0].shape
         if not auto and not self.first_layer_index:
             return None
-        if auto and (n_in > _INDEX_MAX_INPUT_DIM or width < _INDEX_MIN_WIDTH):
+        max_dim = _INDEX_MAX_TRAINING_INPUT_DIM if training else _INDEX_MAX_INPUT_DIM
+        if auto and (n_in > max_dim or width < _INDEX_MIN_WIDTH):
             return None
         neurons = self._first_layer_neurons()
         index = getattr(self, "_index", None)

@@ -644,15 +644,15 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         Whether the first hidden layer of dense input is computed with an
         `ActiveNeuronIndex` over its neurons (bias folded in as an extra
         coordinate), in training steps and in predictions (and validation
-        scores). 'auto' does so only for a network input dimension <= 4
-        (``n_features + 1`` with the sphere lift) and a first layer of at
-        least 32768 units; it builds an index at the first training step
-        (kept current after every step by refitting its bounds, rebuilt
-        when they degrade) or for a prediction of at least 2048 rows, and
-        the index then picks tree or brute per call from measured pruning.
-        True always uses a tree index; False never. Results equal the brute
-        path up to rounding of values at the threshold. Gauss-Newton steps
-        use the brute product.
+        scores). 'auto' needs a first layer of at least 32768 units; it
+        builds an index at the first training step when the network input
+        dimension is <= 4 (``n_features + 1`` with the sphere lift), keeps
+        it current after every step by refitting its bounds (rebuilt when
+        they degrade), and builds one for a prediction of at least 2048
+        rows when the input dimension is <= 7; the index then picks tree or
+        brute per call from measured pruning. True always uses a tree
+        index; False never. Results equal the brute path up to rounding of
+        values at the threshold. Gauss-Newton steps use the brute product.
     gn_solver : {'auto', 'cholesky', 'sketch-cg'}, default='auto'
         How 'gauss-newton' solves its damped system of ``batch * n_outputs``
         rows: Cholesky (with an eigendecomposition fallback when the system
