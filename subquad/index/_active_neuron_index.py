@@ -92,7 +92,7 @@ class ActiveNeuronIndex:
         Most neurons in a leaf of the tree. Smaller leaves evaluate fewer
         neurons but test more node bounds; a leaf is evaluated 16 neurons
         per vector operation, so on 2**19 Gaussian neurons 128 was faster
-        than 64 at dims 2 to 16 (bench/active_index.py's setting).
+        than 64 at dims 2 to 16 (bench/active_index_cost_model.py).
     n_threads : int, default=None
         None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
         k > 0: k threads. Results do not depend on it.
@@ -212,7 +212,7 @@ class ActiveNeuronIndex:
         order, nodes, parent = build_tree(self.W_, self.leaf_size)
         blocks = np.zeros((-(-self.n_neurons_ // NEURONS_PER_BLOCK), self.dim_,
                            NEURONS_PER_BLOCK), dtype=self.dtype_)
-        pack_lanes(self.W_, order, blocks, self._threads(self.n_neurons_ // 4096 + 1))
+        pack_lanes(self.W_, order, blocks, self._packing_threads())
         # Radii rounded upwards, far beyond float64 rounding.
         radius_factor = 1.0 + 1e-12
         bounds = node_bounds(blocks, nodes, radius_factor, self._threads(len(nodes)))
@@ -305,10 +305,10 @@ class ActiveNeuronIndex:
             return self
         tree = self._tree
         if k * self.REFIT_FRACTION > self.n_neurons_:
-            pack_lanes(self.W_, tree["order"], tree["blocks"],
-                       self._threads(self.n_neurons_ // 4096 + 1))
+            threads = self._packing_threads()
+            pack_lanes(self.W_, tree["order"], tree["blocks"], threads)
             refit_bounds(tree["blocks"], tree["nodes"], tree["bounds"], tree["radius_factor"],
-                         self._threads(self.n_neurons_ // 4096 + 1))
+                         threads)
         else:
             positions = tree["position"][indices]
             set_rows(tree["blocks"], positions, rows)
@@ -322,6 +322,11 @@ class ActiveNeuronIndex:
 
     def _threads(self, n_items):
         return max(1, min(effective_n_threads(self.n_threads), n_items))
+
+    def _packing_threads(self):
+        # Packing and refitting are a few nanoseconds per neuron: a thread
+        # per 4096 neurons at most.
+        return self._threads(self.n_neurons_ // 4096 + 1)
 
     def _check_query(self, X, threshold):
         if sp.issparse(X):

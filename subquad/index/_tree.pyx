@@ -43,8 +43,8 @@ once per batch and used for all its queries while in cache, instead of
 once per query (a per-query walk was bound by memory latency). Each query
 appends its active neurons (original index, value) to a staging buffer of
 its own, in tree order; once all counts are known the CSR arrays are
-allocated and each query's entries are radix-sorted by column straight
-into them.
+allocated, and each query's entries are radix-sorted by column in cache and
+copied into them.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -87,7 +87,6 @@ cdef enum:
     LANES = 16
     # Most queries walked through the tree together (see _query_batch).
     BATCH = 256
-
 
 
 # The block width, for callers allocating the packed layout.
@@ -282,6 +281,29 @@ cdef inline double _norm_of_extremes(const double* lo, const double* hi,
     return sqrt(total)
 
 
+cdef inline void _fill_norms(double* row, int64_t dim) noexcept nogil:
+    """The |centre| and norm-bound entries of a bounds row from its centre
+    and box."""
+    cdef double total = 0.0
+    cdef int64_t a
+    for a in range(dim):
+        total += row[a] * row[a]
+    row[3 * dim + 1] = sqrt(total)
+    row[3 * dim + 2] = _norm_of_extremes(&row[dim], &row[2 * dim], dim)
+
+
+cdef inline double _reach(const double* row, const double* child, int64_t dim,
+                          double radius_factor) noexcept nogil:
+    """How far from the centre of `row` a neuron of the node `child` can lie:
+    |c - c_child| (rounded upwards by `radius_factor`) + R_child."""
+    cdef double total = 0.0, diff
+    cdef int64_t a
+    for a in range(dim):
+        diff = row[a] - child[a]
+        total += diff * diff
+    return sqrt(total) * radius_factor + child[3 * dim]
+
+
 cdef void _fill_bounds(const floating* B, int64_t dim, int64_t start, int64_t end,
                        double* row, double radius_factor) noexcept nogil:
     """Bounds row ``(centre, lo, hi, radius, |centre|, norm bound)`` of the
@@ -310,11 +332,7 @@ cdef void _fill_bounds(const floating* B, int64_t dim, int64_t start, int64_t en
             d += diff * diff
         r = max(r, d)
     row[3 * dim] = sqrt(r) * radius_factor
-    total = 0.0
-    for a in range(dim):
-        total += row[a] * row[a]
-    row[3 * dim + 1] = sqrt(total)
-    row[3 * dim + 2] = _norm_of_extremes(&row[dim], &row[2 * dim], dim)
+    _fill_norms(row, dim)
 
 
 def node_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
@@ -348,8 +366,8 @@ def refit_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
     cdef int64_t n_nodes = nodes.shape[0]
     cdef int64_t dim = blocks.shape[1]
     cdef const floating* B = &blocks[0, 0, 0]
-    cdef int64_t k, p, a, left, right
-    cdef double r, d, diff, w_left, w_right
+    cdef int64_t k, a, left, right
+    cdef double w_left, w_right
     with nogil:
         for k in prange(n_nodes, num_threads=n_threads, schedule="dynamic", chunksize=16):
             if nodes[k, NODE_RIGHT] < 0:
@@ -368,21 +386,10 @@ def refit_bounds(const floating[:, :, ::1] blocks, const int64_t[:, ::1] nodes,
                     bounds[k, dim + a] = min(bounds[left, dim + a], bounds[right, dim + a])
                     bounds[k, 2 * dim + a] = max(bounds[left, 2 * dim + a],
                                                  bounds[right, 2 * dim + a])
-                r = 0.0
-                for p in range(2):
-                    left = k + 1 if p == 0 else right
-                    d = 0.0
-                    for a in range(dim):
-                        diff = bounds[k, a] - bounds[left, a]
-                        d += diff * diff
-                    r = max(r, sqrt(d) * radius_factor + bounds[left, 3 * dim])
-                bounds[k, 3 * dim] = r
-                r = 0.0
-                for a in range(dim):
-                    r += bounds[k, a] * bounds[k, a]
-                bounds[k, 3 * dim + 1] = sqrt(r)
-                bounds[k, 3 * dim + 2] = _norm_of_extremes(
-                    &bounds[k, dim], &bounds[k, 2 * dim], dim)
+                bounds[k, 3 * dim] = max(
+                    _reach(&bounds[k, 0], &bounds[left, 0], dim, radius_factor),
+                    _reach(&bounds[k, 0], &bounds[right, 0], dim, radius_factor))
+                _fill_norms(&bounds[k, 0], dim)
 
 
 def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,
@@ -515,11 +522,11 @@ cdef extern from *:
     /* Upper and lower bounds of <w, x> over a node (bounds row: centre,
        lo, hi, each of length dim), for x in float64 split as
        x = x_pos + x_neg (x_pos >= 0 >= x_neg, one of them 0 in each
-       coordinate): the ball's <c, x>, and the box's
+       coordinate, so the sum is exact): the ball's <c, x>, and the box's
        sum_a max(lo_a x_a, hi_a x_a) = <hi, x_pos> + <lo, x_neg> and
        sum_a min(lo_a x_a, hi_a x_a) = <lo, x_pos> + <hi, x_neg>, exactly
        and with no branch on the signs (which mispredicts). */
-    static inline void subquad_node_sums(const double* bound, Py_ssize_t dim, const double* x,
+    static inline void subquad_node_sums(const double* bound, Py_ssize_t dim,
                                          const double* x_pos, const double* x_neg,
                                          double* cx, double* box_upper, double* box_lower) {
         const double* lo = bound + dim;
@@ -536,7 +543,7 @@ cdef extern from *:
             __m512d l = _mm512_maskz_loadu_pd(m, lo + a);
             __m512d h = _mm512_maskz_loadu_pd(m, hi + a);
             c_acc = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(m, bound + a),
-                                    _mm512_maskz_loadu_pd(m, x + a), c_acc);
+                                    _mm512_add_pd(p, n), c_acc);
             up_acc = _mm512_fmadd_pd(l, n, _mm512_fmadd_pd(h, p, up_acc));
             low_acc = _mm512_fmadd_pd(h, n, _mm512_fmadd_pd(l, p, low_acc));
         }
@@ -546,7 +553,7 @@ cdef extern from *:
         return;
     #endif
         for (Py_ssize_t a = 0; a < dim; a++) {
-            c_sum += bound[a] * x[a];
+            c_sum += bound[a] * (x_pos[a] + x_neg[a]);
             up += hi[a] * x_pos[a] + lo[a] * x_neg[a];
             low += lo[a] * x_pos[a] + hi[a] * x_neg[a];
         }
@@ -556,8 +563,8 @@ cdef extern from *:
     }
     """
     void node_sums "subquad_node_sums"(
-        const double* bound, Py_ssize_t dim, const double* x, const double* x_pos,
-        const double* x_neg, double* cx, double* box_upper, double* box_lower) noexcept nogil
+        const double* bound, Py_ssize_t dim, const double* x_pos, const double* x_neg,
+        double* cx, double* box_upper, double* box_lower) noexcept nogil
 
 
 cdef inline unsigned _block_mask(const floating* w, int64_t dim, const floating* x, floating b,
@@ -617,7 +624,7 @@ cdef int _scan(
 
 
 cdef int _query_batch(
-    const floating* X, const double* X64, const double* X_pos, const double* X_neg,
+    const floating* X, const double* X_pos, const double* X_neg,
     int64_t n_queries, int64_t dim, floating b,
     const double* x_norms, double slack_factor, double abs_slack,
     const floating* blocks, const int64_t* order, const int64_t* nodes,
@@ -625,7 +632,8 @@ cdef int _query_batch(
     int32_t* alive, Frame* frames, int32_t* scan, int64_t* stats,
 ) noexcept nogil:
     """Depth-first walk of the tree for a batch of queries at once (rows of
-    X): each node is tested against the queries still alive at its parent,
+    X; the node bounds take them in float64, split by sign into X_pos and
+    X_neg): each node is tested against the queries still alive at its parent,
     and evaluated for those that need it while its neurons sit in cache,
     so a node's data is read once per batch, not once per query. Active
     neurons of query q are appended to staging[q] (tree order) and counted
@@ -661,8 +669,8 @@ cdef int _query_batch(
         n_scan = 0
         for i in range(frame.start, frame.start + frame.length):
             q = alive[i]
-            node_sums(bound, dim, X64 + q * dim, X_pos + q * dim, X_neg + q * dim, &cx,
-                      &box_upper, &box_lower)
+            node_sums(bound, dim, X_pos + q * dim, X_neg + q * dim, &cx, &box_upper,
+                      &box_lower)
             spread = bound[3 * dim] * x_norms[q]
             upper = min(cx + spread, box_upper)
             lower = max(cx - spread, box_lower)
@@ -811,11 +819,10 @@ def tree_query(
     while (<int64_t> 1 << key_bits) < n:
         key_bits += 1
     dtype = np.asarray(blocks).dtype
-    X64_arr = np.asarray(X, dtype=np.float64)
-    cdef const double[:, ::1] X64 = X64_arr
-    cdef const double[:, ::1] X_pos = np.maximum(X64_arr, 0.0)
-    cdef const double[:, ::1] X_neg = np.minimum(X64_arr, 0.0)
-    cdef double[::1] x_norms = np.sqrt(np.einsum("ij,ij->i", X64_arr, X64_arr))
+    X64 = np.asarray(X, dtype=np.float64)
+    cdef const double[:, ::1] X_pos = np.maximum(X64, 0.0)
+    cdef const double[:, ::1] X_neg = np.minimum(X64, 0.0)
+    cdef double[::1] x_norms = np.sqrt(np.einsum("ij,ij->i", X64, X64))
     counts_arr = np.zeros(n_queries, dtype=np.int64)
     stats_arr = np.zeros((n_threads, STATS_STRIDE), dtype=np.int64)
     cdef int64_t[::1] counts = counts_arr
@@ -850,8 +857,8 @@ def tree_query(
                     q0 = c * batch
                     nq = min(batch, n_queries - q0)
                     if _query_batch(
-                            &X[q0, 0], &X64[q0, 0], &X_pos[q0, 0], &X_neg[q0, 0], nq, dim,
-                            b, &x_norms[q0], slack_factor, abs_slack,
+                            &X[q0, 0], &X_pos[q0, 0], &X_neg[q0, 0], nq, dim, b,
+                            &x_norms[q0], slack_factor, abs_slack,
                             &blocks[0, 0, 0], &order[0], &nodes[0, 0], &bounds[0, 0],
                             staging + q0, &counts[q0], count_only, alive, frames, scan,
                             &stats[tid, 0]) < 0:
