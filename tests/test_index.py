@@ -300,8 +300,9 @@ def test_auto_chooses_by_measured_pruning():
     assert low.algorithm_ == "brute"
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tree_kernels_against_numpy(dtype):
+def test_tree_kernels_against_numpy(dtype, n_threads):
     rng = np.random.default_rng(4)
     W = np.vstack([rng.standard_normal((300, 3)), np.zeros((20, 3)),
                    np.tile([[1.0, -1.0, 0.5]], (30, 1))]).astype(dtype)
@@ -314,7 +315,7 @@ def test_tree_kernels_against_numpy(dtype):
         assert end[right[k]] == end[k] and parent[k + 1] == parent[right[k]] == k
     assert np.all(end[right < 0] - start[right < 0] <= 7)
     W_tree = W[order]
-    bounds = node_bounds(packed(W_tree), nodes, 1.0, 2)
+    bounds = node_bounds(packed(W_tree), nodes, 1.0, n_threads)
     for k in range(len(nodes)):
         rows = W_tree[start[k]:end[k]].astype(np.float64)
         np.testing.assert_allclose(bounds[k, :3], rows.mean(axis=0), rtol=1e-12, atol=1e-12)
@@ -324,17 +325,18 @@ def test_tree_kernels_against_numpy(dtype):
             bounds[k, 9], np.linalg.norm(rows - bounds[k, :3], axis=1).max(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bottom_up_refit_bounds_every_neuron(dtype):
+def test_bottom_up_refit_bounds_every_neuron(dtype, n_threads):
     """refit_bounds against node_bounds: the same boxes and centres (up to
     rounding), and balls that still hold every neuron of their node."""
     rng = np.random.default_rng(6)
     W = rng.standard_normal((500, 3)).astype(dtype)
     order, nodes, _ = build_tree(W, 9)
     moved = packed((W + rng.standard_normal(W.shape).astype(dtype))[order])
-    exact = node_bounds(moved, nodes, 1.0, 2)
+    exact = node_bounds(moved, nodes, 1.0, n_threads)
     refit = np.full_like(exact, np.nan)
-    refit_bounds(moved, nodes, refit, 1.0, 2)
+    refit_bounds(moved, nodes, refit, 1.0, n_threads)
     np.testing.assert_array_equal(refit[:, 3:9], exact[:, 3:9])
     np.testing.assert_allclose(refit[:, :3], exact[:, :3], rtol=1e-12, atol=1e-12)
     assert np.all(refit[:, 9] >= exact[:, 9] * (1 - 1e-12))
