@@ -28,7 +28,7 @@ from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
-from ._vector cimport axpy_noalias
+from ._scatter cimport scatter_row
 
 
 cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
@@ -86,12 +86,14 @@ cdef void _sparse_tile(
 ) noexcept nogil:
     cdef int64_t i, q, p
     cdef const floating* w
+    cdef const floating* w_next
     for i in range(nr):
         memset(Z + i * ldz, 0, tw * sizeof(floating))
     for q in range(n_w_rows):
         w = W + w_rows[q] * ldw + c0
-        for p in range(w_rows_ptr[q], w_rows_ptr[q + 1]):
-            axpy_noalias(tw, value[p], w, Z + sample[p] * ldz)
+        w_next = W + w_rows[q + 1] * ldw + c0 if q + 1 < n_w_rows else w
+        p = w_rows_ptr[q]
+        scatter_row(tw, w, w_next, w_rows_ptr[q + 1] - p, sample + p, value + p, Z, ldz)
 
 
 cdef int _emit(
