@@ -223,8 +223,12 @@ class ActiveNeuronIndex:
         leaf_of = np.repeat(leaves, end[leaves] - start[leaves])
         position = np.empty(self.n_neurons_, dtype=np.int64)
         position[order] = np.arange(self.n_neurons_)
+        # What a query reports for each tree position (a block's ids are
+        # read 16 at a time).
+        ids = np.zeros(blocks.shape[0] * NEURONS_PER_BLOCK, dtype=np.int32)
+        ids[:self.n_neurons_] = order
         self._tree = dict(
-            order=order, position=position, blocks=blocks, nodes=nodes, parent=parent,
+            order=order, ids=ids, position=position, blocks=blocks, nodes=nodes, parent=parent,
             leaf_of=leaf_of, leaves=leaves, bounds=bounds, radius_factor=radius_factor,
             built_radius=float(bounds[leaves, 3 * self.dim_].sum()))
 
@@ -356,7 +360,7 @@ class ActiveNeuronIndex:
     def _run_tree(self, X, threshold, count_only):
         tree = self._tree
         return tree_query(
-            X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["order"],
+            X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["ids"],
             tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
 
     def _run_brute(self, X, threshold):

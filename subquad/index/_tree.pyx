@@ -49,15 +49,15 @@ copied into them.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
-from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
 
 import numpy as np
 
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
+from ._query_kernels cimport block_count, block_emit, node_test
 
 cdef enum:
     # A tree whose every split leaves at least a quarter on each side is
@@ -93,10 +93,14 @@ cdef enum:
 NEURONS_PER_BLOCK = LANES
 
 cdef struct Frame:
-    # A node to visit and its list of alive queries: alive[start:start+length].
+    # A node to visit and the list of queries alive there: `length`
+    # queries, coordinates at lists[values:] (rows `stride` apart), ids at
+    # list_ids[ids:].
     int64_t node
-    int64_t start
+    int64_t values
+    int64_t ids
     int64_t length
+    int64_t stride
 
 
 # ---------------------------------------------------------------- build
@@ -429,155 +433,9 @@ def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,
 
 # ---------------------------------------------------------------- query
 
-cdef extern from *:
-    """
-    /* Inner products of one packed block (16 neurons) with x, minus b,
-       stored to `values`; returns the bit mask of the lanes > 0. Two
-       accumulators halve the chain of dependent multiply-adds. With
-       AVX-512 a block of float32 is one register; elsewhere the same
-       arithmetic is written as loops over the 16 lanes, which compilers
-       vectorise for their target. */
-    #if defined(__AVX512F__)
-    #include <immintrin.h>
-    static inline unsigned subquad_block_mask_f32(const float* w, Py_ssize_t dim,
-                                                  const float* x, float b, float* values) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        Py_ssize_t a = 0;
-        for (; a + 1 < dim; a += 2) {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a + 16), _mm512_set1_ps(x[a + 1]), acc1);
-        }
-        if (a < dim)
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
-        acc0 = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), _mm512_set1_ps(b));
-        _mm512_storeu_ps(values, acc0);
-        return _mm512_cmp_ps_mask(acc0, _mm512_setzero_ps(), _CMP_GT_OQ);
-    }
-    static inline unsigned subquad_block_mask_f64(const double* w, Py_ssize_t dim,
-                                                  const double* x, double b, double* values) {
-        __m512d lo0 = _mm512_setzero_pd(), hi0 = _mm512_setzero_pd();
-        __m512d lo1 = _mm512_setzero_pd(), hi1 = _mm512_setzero_pd();
-        Py_ssize_t a = 0;
-        for (; a + 1 < dim; a += 2) {
-            __m512d x0 = _mm512_set1_pd(x[a]), x1 = _mm512_set1_pd(x[a + 1]);
-            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
-            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
-            lo1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 16), x1, lo1);
-            hi1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 24), x1, hi1);
-        }
-        if (a < dim) {
-            __m512d x0 = _mm512_set1_pd(x[a]);
-            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
-            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
-        }
-        lo0 = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), _mm512_set1_pd(b));
-        hi0 = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), _mm512_set1_pd(b));
-        _mm512_storeu_pd(values, lo0);
-        _mm512_storeu_pd(values + 8, hi0);
-        return (unsigned) _mm512_cmp_pd_mask(lo0, _mm512_setzero_pd(), _CMP_GT_OQ)
-               | ((unsigned) _mm512_cmp_pd_mask(hi0, _mm512_setzero_pd(), _CMP_GT_OQ) << 8);
-    }
-    #else
-    #define SUBQUAD_BLOCK_MASK(NAME, T)                                          \
-    static inline unsigned NAME(const T* w, Py_ssize_t dim, const T* x, T b, T* values) { \
-        T odd[16];                                                               \
-        unsigned mask = 0;                                                       \
-        int j;                                                                   \
-        Py_ssize_t a = 0;                                                        \
-        for (j = 0; j < 16; j++) values[j] = odd[j] = 0;                         \
-        for (; a + 1 < dim; a += 2)                                              \
-            for (j = 0; j < 16; j++) {                                           \
-                values[j] += w[16 * a + j] * x[a];                               \
-                odd[j] += w[16 * a + 16 + j] * x[a + 1];                         \
-            }                                                                    \
-        if (a < dim)                                                             \
-            for (j = 0; j < 16; j++) values[j] += w[16 * a + j] * x[a];          \
-        for (j = 0; j < 16; j++) {                                               \
-            values[j] = (values[j] + odd[j]) - b;                                \
-            mask |= (unsigned) (values[j] > 0) << j;                             \
-        }                                                                        \
-        return mask;                                                             \
-    }
-    SUBQUAD_BLOCK_MASK(subquad_block_mask_f32, float)
-    SUBQUAD_BLOCK_MASK(subquad_block_mask_f64, double)
-    #endif
-    #if defined(__GNUC__) || defined(__clang__)
-    #define subquad_popcount(m) __builtin_popcount(m)
-    #define subquad_lowest_bit(m) __builtin_ctz(m)
-    #else
-    static inline int subquad_popcount(unsigned m) { int c = 0; for (; m; m &= m - 1) c++; return c; }
-    static inline int subquad_lowest_bit(unsigned m) { int j = 0; while (!(m & 1u)) { m >>= 1; j++; } return j; }
-    #endif
-    """
-    unsigned block_mask_f32 "subquad_block_mask_f32"(
-        const float* w, Py_ssize_t dim, const float* x, float b, float* values) noexcept nogil
-    unsigned block_mask_f64 "subquad_block_mask_f64"(
-        const double* w, Py_ssize_t dim, const double* x, double b, double* values) noexcept nogil
-    int popcount "subquad_popcount"(unsigned mask) noexcept nogil
-    int lowest_bit "subquad_lowest_bit"(unsigned mask) noexcept nogil
-
-
-cdef extern from *:
-    """
-    /* Upper and lower bounds of <w, x> over a node (bounds row: centre,
-       lo, hi, each of length dim), for x in float64 split as
-       x = x_pos + x_neg (x_pos >= 0 >= x_neg, one of them 0 in each
-       coordinate, so the sum is exact): the ball's <c, x>, and the box's
-       sum_a max(lo_a x_a, hi_a x_a) = <hi, x_pos> + <lo, x_neg> and
-       sum_a min(lo_a x_a, hi_a x_a) = <lo, x_pos> + <hi, x_neg>, exactly
-       and with no branch on the signs (which mispredicts). */
-    static inline void subquad_node_sums(const double* bound, Py_ssize_t dim,
-                                         const double* x_pos, const double* x_neg,
-                                         double* cx, double* box_upper, double* box_lower) {
-        const double* lo = bound + dim;
-        const double* hi = bound + 2 * dim;
-        double c_sum = 0.0, up = 0.0, low = 0.0;
-    #if defined(__AVX512F__)
-        /* Eight coordinates per register and one reduction per sum at the
-           end: the scalar loop's sums are chains of dependent adds. */
-        __m512d c_acc = _mm512_setzero_pd(), up_acc = c_acc, low_acc = c_acc;
-        for (Py_ssize_t a = 0; a < dim; a += 8) {
-            __mmask8 m = dim - a >= 8 ? (__mmask8) 0xFF : (__mmask8) ((1u << (dim - a)) - 1);
-            __m512d p = _mm512_maskz_loadu_pd(m, x_pos + a);
-            __m512d n = _mm512_maskz_loadu_pd(m, x_neg + a);
-            __m512d l = _mm512_maskz_loadu_pd(m, lo + a);
-            __m512d h = _mm512_maskz_loadu_pd(m, hi + a);
-            c_acc = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(m, bound + a),
-                                    _mm512_add_pd(p, n), c_acc);
-            up_acc = _mm512_fmadd_pd(l, n, _mm512_fmadd_pd(h, p, up_acc));
-            low_acc = _mm512_fmadd_pd(h, n, _mm512_fmadd_pd(l, p, low_acc));
-        }
-        *cx = _mm512_reduce_add_pd(c_acc);
-        *box_upper = _mm512_reduce_add_pd(up_acc);
-        *box_lower = _mm512_reduce_add_pd(low_acc);
-        return;
-    #endif
-        for (Py_ssize_t a = 0; a < dim; a++) {
-            c_sum += bound[a] * (x_pos[a] + x_neg[a]);
-            up += hi[a] * x_pos[a] + lo[a] * x_neg[a];
-            low += lo[a] * x_pos[a] + hi[a] * x_neg[a];
-        }
-        *cx = c_sum;
-        *box_upper = up;
-        *box_lower = low;
-    }
-    """
-    void node_sums "subquad_node_sums"(
-        const double* bound, Py_ssize_t dim, const double* x_pos, const double* x_neg,
-        double* cx, double* box_upper, double* box_lower) noexcept nogil
-
-
-cdef inline unsigned _block_mask(const floating* w, int64_t dim, const floating* x, floating b,
-                                 floating* values) noexcept nogil:
-    if floating is float:
-        return block_mask_f32(w, dim, x, b, values)
-    else:
-        return block_mask_f64(w, dim, x, b, values)
-
-
 cdef int _scan(
     const floating* blocks, int64_t dim, int64_t p0, int64_t p1, const floating* X,
-    const int32_t* queries, int64_t n_queries, floating b, const int64_t* order,
+    const int32_t* queries, int64_t n_queries, floating b, const int32_t* ids,
     Staging* staging, int64_t* counts, bint count_only,
 ) noexcept nogil:
     """Evaluate tree positions [p0, p1) for the listed queries (rows of X),
@@ -587,15 +445,14 @@ cdef int _scan(
 
     Blocks are the outer loop: a block stays in L1 while every query is
     evaluated against it."""
-    cdef floating values[LANES]
-    cdef floating* out
     cdef Staging* s
-    cdef int64_t block, base, i, q, j, k
-    cdef unsigned mask, in_range
+    cdef int64_t block, base, i, q
+    cdef unsigned in_range
     cdef const floating* w
     if not count_only:
         for i in range(n_queries):
-            if reserve(staging + queries[i], p1 - p0, sizeof(floating), False) < 0:
+            # A block's output is written 16 entries wide.
+            if reserve(staging + queries[i], p1 - p0 + LANES, sizeof(floating), False) < 0:
                 return -1
     for block in range(p0 // LANES, (p1 + LANES - 1) // LANES):
         base = block * LANES
@@ -604,110 +461,103 @@ cdef int _scan(
         w = blocks + block * dim * LANES
         for i in range(n_queries):
             q = queries[i]
-            mask = _block_mask(w, dim, X + q * dim, b, values) & in_range
-            if mask == 0:
-                continue
-            counts[q] += popcount(mask)
             if count_only:
-                continue
-            s = staging + q
-            out = <floating*> s.vals
-            k = s.size
-            while mask:
-                j = lowest_bit(mask)
-                mask &= mask - 1
-                s.cols[k] = <int32_t> order[base + j]
-                out[k] = values[j]
-                k += 1
-            s.size = k
+                counts[q] += block_count(w, dim, X + q * dim, b, in_range)
+            else:
+                s = staging + q
+                s.size += block_emit(w, dim, X + q * dim, b, in_range, ids + base,
+                                     s.cols + s.size, <floating*> s.vals + s.size)
+    if not count_only:
+        for i in range(n_queries):
+            q = queries[i]
+            counts[q] = staging[q].size
     return 0
 
 
+cdef inline int64_t _round_up8(int64_t n) noexcept nogil:
+    return (n + 7) & ~(<int64_t> 7)
+
+
 cdef int _query_batch(
-    const floating* X, const double* X_pos, const double* X_neg,
-    int64_t n_queries, int64_t dim, floating b,
+    const floating* X, int64_t n_queries, int64_t dim, floating b,
     const double* x_norms, double slack_factor, double abs_slack,
-    const floating* blocks, const int64_t* order, const int64_t* nodes,
+    const floating* blocks, const int32_t* ids, const int64_t* nodes,
     const double* bounds, Staging* staging, int64_t* counts, bint count_only,
-    int32_t* alive, Frame* frames, int32_t* scan, int64_t* stats,
+    double* lists, int32_t* list_ids, Frame* frames, int32_t* scan, int64_t* stats,
 ) noexcept nogil:
     """Depth-first walk of the tree for a batch of queries at once (rows of
-    X; the node bounds take them in float64, split by sign into X_pos and
-    X_neg): each node is tested against the queries still alive at its parent,
+    X): each node is tested against the queries still alive at its parent,
     and evaluated for those that need it while its neurons sit in cache,
     so a node's data is read once per batch, not once per query. Active
     neurons of query q are appended to staging[q] (tree order) and counted
-    in counts[q]. `alive` holds up to (MAX_DEPTH + 2) * n_queries query
-    ids, `frames` 2 * MAX_DEPTH + 4 frames, `scan` n_queries ids.
-    Returns 0, or -1 when out of memory."""
-    cdef int64_t top, node, i, q, size, n_children, n_scan, free_start
+    in counts[q].
+
+    The queries alive at a node are kept as a list stored by coordinate
+    (see `node_test`), in float64: `lists` has room for MAX_DEPTH + 2
+    lists of (dim + 1) * round_up8(n_queries) values, `list_ids` for as
+    many lists of ids, `frames` for 2 * MAX_DEPTH + 4 frames and `scan` for
+    2 * round_up8(n_queries) + 16 ids. Returns 0, or -1 when out of memory."""
+    cdef int64_t top, node, i, q, a, size, stride, child_stride, child_values, child_ids
+    cdef Py_ssize_t n_scan, n_whole, n_children
     cdef int64_t evaluated = 0, visited = 0, pruned = 0, whole = 0
-    cdef int64_t stride = 3 * dim + 3
-    cdef double cx, spread, slack
-    cdef double box_upper, box_lower, upper, lower
-    cdef double b_d = <double> b
-    cdef const double* bound
+    cdef int64_t bound_stride = 3 * dim + 3
+    cdef int64_t root_stride = _round_up8(n_queries)
     cdef const int64_t* info
+    cdef int32_t* whole_ids = scan + root_stride + 8
     cdef Frame frame
-    for q in range(n_queries):
-        alive[q] = <int32_t> q
+    for a in range(dim):
+        for q in range(root_stride):
+            lists[a * root_stride + q] = X[q * dim + a] if q < n_queries else 0.0
+    for q in range(root_stride):
+        lists[dim * root_stride + q] = x_norms[q] if q < n_queries else 0.0
+        list_ids[q] = <int32_t> q
     frames[0].node = 0
-    frames[0].start = 0
+    frames[0].values = 0
+    frames[0].ids = 0
     frames[0].length = n_queries
+    frames[0].stride = root_stride
     top = 1
     while top > 0:
         top -= 1
         frame = frames[top]
         node = frame.node
+        stride = frame.stride
         # Lists above this node's are those of finished subtrees.
-        free_start = frame.start + frame.length
-        bound = bounds + node * stride
+        child_stride = _round_up8(frame.length)
+        child_values = frame.values + (dim + 1) * stride
+        child_ids = frame.ids + stride
         info = nodes + node * N_NODE_FIELDS
         size = info[NODE_END] - info[NODE_START]
         visited += frame.length
-        n_children = 0
-        n_scan = 0
-        for i in range(frame.start, frame.start + frame.length):
-            q = alive[i]
-            node_sums(bound, dim, X_pos + q * dim, X_neg + q * dim, &cx, &box_upper,
-                      &box_lower)
-            spread = bound[3 * dim] * x_norms[q]
-            upper = min(cx + spread, box_upper)
-            lower = max(cx - spread, box_lower)
-            # Bound on all rounding: in fl(<w, x>) for any w of the node
-            # (whose norm is at most |c| + R and at most the box's norm
-            # bound), in the ball and box bounds (each summing terms no
-            # larger than these norms times |x|), and in the radius.
-            slack = (slack_factor * max(bound[3 * dim + 1] + bound[3 * dim],
-                                        bound[3 * dim + 2]) * x_norms[q] + abs_slack)
-            if upper + slack <= b_d:
-                pruned += 1
-            elif lower - slack > b_d:
-                whole += 1
-                if count_only:
-                    counts[q] += size
-                else:
-                    scan[n_scan] = <int32_t> q
-                    n_scan += 1
-            elif info[NODE_RIGHT] < 0:
-                scan[n_scan] = <int32_t> q
-                n_scan += 1
+        pruned += node_test(
+            bounds + node * bound_stride, dim, <double> b, slack_factor, abs_slack,
+            info[NODE_RIGHT] < 0, lists + frame.values, stride, list_ids + frame.ids,
+            frame.length, lists + child_values, child_stride, list_ids + child_ids,
+            scan, whole_ids, &n_scan, &n_whole, &n_children)
+        whole += n_whole
+        if n_whole > 0:
+            if count_only:
+                for i in range(n_whole):
+                    counts[whole_ids[i]] += size
             else:
-                alive[free_start + n_children] = <int32_t> q
-                n_children += 1
+                # Reported whole, but the output needs every value.
+                for i in range(n_whole):
+                    scan[n_scan + i] = whole_ids[i]
+                n_scan += n_whole
         if n_children > 0:
             # Both children start from the same list; the left one is
             # walked first.
             frames[top].node = info[NODE_RIGHT]
-            frames[top].start = free_start
-            frames[top].length = n_children
             frames[top + 1].node = node + 1
-            frames[top + 1].start = free_start
-            frames[top + 1].length = n_children
+            for i in range(top, top + 2):
+                frames[i].values = child_values
+                frames[i].ids = child_ids
+                frames[i].length = n_children
+                frames[i].stride = child_stride
             top += 2
         evaluated += n_scan * size
         if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
-                                b, order, staging, counts, count_only) < 0:
+                                b, ids, staging, counts, count_only) < 0:
             return -1
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
@@ -716,44 +566,68 @@ cdef int _query_batch(
     return 0
 
 
-cdef int _sort_into(int32_t* cols, floating* vals, int64_t count, Staging* tmp,
-                    int64_t key_bits, int64_t* histogram, int32_t* out_cols,
-                    floating* out_vals) noexcept nogil:
+cdef union FloatBits:
+    float value
+    uint32_t bits
+
+
+cdef inline uint32_t _payload(const floating* vals, int64_t i) noexcept nogil:
+    """What travels with a column key through the sort: a float32 value's
+    bits, or a float64 value's position."""
+    cdef FloatBits u
+    if floating is float:
+        u.value = vals[i]
+        return u.bits
+    else:
+        return <uint32_t> i
+
+
+cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
+                    uint64_t** scratch, int64_t* scratch_size, int64_t key_bits,
+                    int64_t* histogram, int32_t* out_cols, floating* out_vals) noexcept nogil:
     """Write the `count` (column, value) entries sorted by column into
     `out_cols`, `out_vals`: LSD radix sort in as few passes as digits of at
     most RADIX_BITS bits cover `key_bits` (`histogram` holds
-    MAX_RADIX_PASSES * RADIX_SIZE counts), ping-ponging between the input
-    and `tmp`, which stay in cache, then copied out sequentially: scattering
-    into the output, memory not yet touched, was slower, and scattering
-    values into an array over all neurons would miss the cache on every
-    entry. The input is used as scratch."""
+    MAX_RADIX_PASSES * RADIX_SIZE counts). Each entry travels as one 64-bit
+    word, column above `_payload`, so a pass scatters one store per entry
+    into half as many places as separate column and value arrays would.
+    The passes ping-pong between the two halves of the thread's `scratch`
+    (grown as needed, reused for every query, so in cache), and the result
+    is written out sequentially: scattering into the input (written long
+    before, so out of cache) or into the output (memory not yet touched)
+    was slower (bench/active_index.py). Returns 0, or -1 when out of memory."""
     cdef int64_t n_passes = (key_bits + RADIX_BITS - 1) // RADIX_BITS
     cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
     cdef int64_t n_digits = <int64_t> 1 << digit_bits
-    cdef int64_t shift, i, digit, total, c, pass_
+    cdef int64_t shift, i, total, c, pass_
     cdef int64_t* offsets
-    cdef int32_t* src_cols = cols
-    cdef floating* src_vals = vals
-    cdef int32_t* dst_cols
-    cdef floating* dst_vals
+    cdef uint64_t* src
+    cdef uint64_t* dst
+    cdef uint64_t* swap
+    cdef uint64_t entry
     cdef int32_t key
-    cdef floating val
+    cdef void* grown
+    cdef FloatBits u
     if count <= 32:
         # Insertion sort: cheaper than a radix pass for a few entries.
         for i in range(count):
             key = cols[i]
-            val = vals[i]
             c = i - 1
             while c >= 0 and out_cols[c] > key:
                 out_cols[c + 1] = out_cols[c]
                 out_vals[c + 1] = out_vals[c]
                 c -= 1
             out_cols[c + 1] = key
-            out_vals[c + 1] = val
+            out_vals[c + 1] = vals[i]
         return 0
-    tmp.size = 0
-    if reserve(tmp, count, sizeof(floating), False) < 0:
-        return -1
+    if scratch_size[0] < count:
+        grown = realloc(scratch[0], 2 * count * sizeof(uint64_t))
+        if grown == NULL:
+            return -1
+        scratch[0] = <uint64_t*> grown
+        scratch_size[0] = count
+    src = scratch[0]
+    dst = src + count
     # Every pass's digit counts in one read of the keys, then turned into
     # starting offsets.
     for i in range(n_passes * n_digits):
@@ -768,24 +642,31 @@ cdef int _sort_into(int32_t* cols, floating* vals, int64_t count, Staging* tmp,
             c = histogram[i]
             histogram[i] = total
             total += c
-    for pass_ in range(n_passes):
-        shift = pass_ * digit_bits
-        if src_cols == tmp.cols:
-            dst_cols = cols
-            dst_vals = vals
-        else:
-            dst_cols = tmp.cols
-            dst_vals = <floating*> tmp.vals
+    # The first pass packs the entries as it reads them.
+    for i in range(count):
+        key = cols[i]
+        c = histogram[key & (n_digits - 1)]
+        histogram[key & (n_digits - 1)] = c + 1
+        src[c] = (<uint64_t> key << 32) | _payload(vals, i)
+    for pass_ in range(1, n_passes):
+        shift = 32 + pass_ * digit_bits
         offsets = histogram + pass_ * n_digits
         for i in range(count):
-            digit = (src_cols[i] >> shift) & (n_digits - 1)
-            dst_cols[offsets[digit]] = src_cols[i]
-            dst_vals[offsets[digit]] = src_vals[i]
-            offsets[digit] += 1
-        src_cols = dst_cols
-        src_vals = dst_vals
-    memcpy(out_cols, src_cols, count * sizeof(int32_t))
-    memcpy(out_vals, src_vals, count * sizeof(floating))
+            entry = src[i]
+            c = offsets[(entry >> shift) & (n_digits - 1)]
+            offsets[(entry >> shift) & (n_digits - 1)] = c + 1
+            dst[c] = entry
+        swap = src
+        src = dst
+        dst = swap
+    for i in range(count):
+        entry = src[i]
+        out_cols[i] = <int32_t> (entry >> 32)
+        if floating is float:
+            u.bits = <uint32_t> entry
+            out_vals[i] = u.value
+        else:
+            out_vals[i] = vals[<uint32_t> entry]
     return 0
 
 
@@ -795,14 +676,15 @@ def tree_query(
     double slack_factor,
     double abs_slack,
     const floating[:, :, ::1] blocks,
-    const int64_t[::1] order,
+    const int32_t[::1] ids,
     const int64_t[:, ::1] nodes,
     const double[:, ::1] bounds,
     bint count_only,
     int n_threads,
 ):
     """Active neurons ``fl(<w_r, x_i>) - b > 0`` of every query row of `X`,
-    b being `threshold` in the working dtype.
+    b being `threshold` in the working dtype. `ids` holds the original index
+    of the neuron at each tree position, padded to whole blocks.
 
     Queries are walked through the tree in batches of at most BATCH (one
     batch per thread at a time). Returns ``(counts, stats)`` if
@@ -814,14 +696,12 @@ def tree_query(
     cdef floating b = <floating> threshold
     cdef int64_t n_queries = X.shape[0]
     cdef int64_t dim = X.shape[1]
-    cdef int64_t n = order.shape[0]
+    cdef int64_t n = ids.shape[0]
     cdef int64_t key_bits = 1
     while (<int64_t> 1 << key_bits) < n:
         key_bits += 1
     dtype = np.asarray(blocks).dtype
     X64 = np.asarray(X, dtype=np.float64)
-    cdef const double[:, ::1] X_pos = np.maximum(X64, 0.0)
-    cdef const double[:, ::1] X_neg = np.minimum(X64, 0.0)
     cdef double[::1] x_norms = np.sqrt(np.einsum("ij,ij->i", X64, X64))
     counts_arr = np.zeros(n_queries, dtype=np.int64)
     stats_arr = np.zeros((n_threads, STATS_STRIDE), dtype=np.int64)
@@ -829,15 +709,19 @@ def tree_query(
     cdef int64_t[:, ::1] stats = stats_arr
     cdef int64_t batch = max(1, min(BATCH, (n_queries + n_threads - 1) // n_threads))
     cdef int64_t n_batches = (n_queries + batch - 1) // batch
-    # One staging buffer per query, then one radix-sort scratch per thread.
-    cdef Staging* staging = <Staging*> calloc(n_queries + n_threads, sizeof(Staging))
+    cdef int64_t list_room = _round_up8(batch)
+    # One staging buffer per query.
+    cdef Staging* staging = <Staging*> calloc(n_queries, sizeof(Staging))
     if staging == NULL:
         raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
     cdef int failed = 0
     cdef int tid
     cdef int64_t c, q0, nq, i
     cdef int64_t* histogram
-    cdef int32_t* alive
+    cdef uint64_t* scratch
+    cdef int64_t scratch_size
+    cdef double* lists
+    cdef int32_t* list_ids
     cdef int32_t* scan
     cdef Frame* frames
     cdef floating[::1] data_out
@@ -847,23 +731,25 @@ def tree_query(
         if n_queries > 0:
             with nogil, parallel(num_threads=n_threads):
                 tid = omp_get_thread_num()
-                alive = <int32_t*> malloc((MAX_DEPTH + 2) * batch * sizeof(int32_t))
-                scan = <int32_t*> malloc(batch * sizeof(int32_t))
+                lists = <double*> malloc(
+                    (MAX_DEPTH + 2) * (dim + 1) * list_room * sizeof(double))
+                list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
+                scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
                 frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
                 for c in prange(n_batches, schedule="dynamic"):
-                    if alive == NULL or scan == NULL or frames == NULL:
+                    if lists == NULL or list_ids == NULL or scan == NULL or frames == NULL:
                         failed += 1
                         continue
                     q0 = c * batch
                     nq = min(batch, n_queries - q0)
                     if _query_batch(
-                            &X[q0, 0], &X_pos[q0, 0], &X_neg[q0, 0], nq, dim, b,
-                            &x_norms[q0], slack_factor, abs_slack,
-                            &blocks[0, 0, 0], &order[0], &nodes[0, 0], &bounds[0, 0],
-                            staging + q0, &counts[q0], count_only, alive, frames, scan,
-                            &stats[tid, 0]) < 0:
+                            &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
+                            &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
+                            staging + q0, &counts[q0], count_only, lists, list_ids, frames,
+                            scan, &stats[tid, 0]) < 0:
                         failed += 1
-                free(alive)
+                free(lists)
+                free(list_ids)
                 free(scan)
                 free(frames)
         if failed:
@@ -880,8 +766,9 @@ def tree_query(
         indices_out = np.empty(total, dtype=np.int32)
         if total > 0:
             with nogil, parallel(num_threads=n_threads):
-                tid = omp_get_thread_num()
                 histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
+                scratch = NULL
+                scratch_size = 0
                 for i in prange(n_queries, schedule="dynamic"):
                     if histogram == NULL:
                         failed += 1
@@ -889,13 +776,14 @@ def tree_query(
                     if counts[i] == 0:
                         continue
                     if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
-                                  staging + n_queries + tid, key_bits, histogram,
+                                  &scratch, &scratch_size, key_bits, histogram,
                                   &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
                         failed += 1
                 free(histogram)
+                free(scratch)
         if failed:
             raise MemoryError("ActiveNeuronIndex: out of memory sorting the output")
         return (np.asarray(data_out), np.asarray(indices_out),
                 indptr_arr.astype(np.int32), stats_total)
     finally:
-        release(staging, n_queries + n_threads)
+        release(staging, n_queries)
