@@ -30,20 +30,24 @@ _AUTO_SAMPLE_EVERY = 64
 # Cost model of 'auto', in nanoseconds per query on one core: a non-negative
 # least-squares fit (relative errors) over dims 2-16, leaves of 64 and 128
 # and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
-# machine (bench/active_index_cost_model.py, run single-threaded while
-# another process used the other core; predictions fall within 0.6-1.7x
-# of the tree's measurements, 0.8-1.25x of brute's). Brute: every neuron
-# goes through a blocked GEMM and the threshold scan; each active one is
-# staged and scattered into CSR. Tree: testing a node's bounds against a
-# query, evaluating a neuron of a scanned leaf (16 per vector operation),
-# and staging and radix-sorting an active neuron by column.
-_BRUTE_NS_PER_NEURON = 1.43
-_BRUTE_NS_PER_MULTIPLY_ADD = 0.072
-_BRUTE_NS_PER_ACTIVE = 29.3
-_TREE_NS_PER_NODE = 25.6
+# machine (bench/active_index_cost_model.py, run single-threaded; its
+# predictions fall within 0.65-1.28x of the tree's measurements, 0.66-1.30x
+# of brute's). Brute: every neuron goes through a blocked GEMM and the
+# threshold scan; each active one is staged and scattered into CSR. Tree:
+# testing a node's bounds against a query (8 queries per vector
+# operation), evaluating a neuron of a scanned leaf (16 per vector
+# operation), and staging and radix-sorting an active neuron by column.
+_BRUTE_NS_PER_NEURON = 1.80
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.0006
+_BRUTE_NS_PER_ACTIVE = 32.9
+_TREE_NS_PER_NODE = 3.9
 _TREE_NS_PER_EVALUATION = 0.0
-_TREE_NS_PER_MULTIPLY_ADD = 0.169
-_TREE_NS_PER_ACTIVE = 28.8
+_TREE_NS_PER_MULTIPLY_ADD = 0.148
+_TREE_NS_PER_ACTIVE = 17.5
+_TREE_NS_PER_SPILLED = 33.6
+# Active neurons of one query whose sort scratch (two 8-byte words each)
+# fits in half of a 2 MiB L2; beyond, each costs _TREE_NS_PER_SPILLED more.
+SORT_IN_CACHE = 65536
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.
 _AUTO_MARGIN = 1.2
@@ -386,7 +390,8 @@ class ActiveNeuronIndex:
         n, d = self.n_neurons_, self.dim_
         tree_ns = (visited * _TREE_NS_PER_NODE
                    + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
-                   + active * _TREE_NS_PER_ACTIVE)
+                   + active * _TREE_NS_PER_ACTIVE
+                   + max(0.0, active - SORT_IN_CACHE) * _TREE_NS_PER_SPILLED)
         brute_ns = (n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
                     + active * _BRUTE_NS_PER_ACTIVE)
         choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"

@@ -40,11 +40,15 @@ Queries. Threads take batches of up to BATCH queries and walk the tree
 depth-first once per batch, carrying at each node the list of queries
 still alive there: every node's bounds and every leaf's neurons are read
 once per batch and used for all its queries while in cache, instead of
-once per query (a per-query walk was bound by memory latency). Each query
+once per query (a per-query walk was bound by memory latency). The list
+holds the queries' coordinates and norms row by row, so a node is tested
+against eight queries per vector operation and the survivors are packed
+into the child's list with compress instructions (`_query_kernels.pxd`);
+no branch depends on a bound or on a neuron being active. Each query
 appends its active neurons (original index, value) to a staging buffer of
 its own, in tree order; once all counts are known the CSR arrays are
 allocated, and each query's entries are radix-sorted by column in cache and
-copied into them.
+written into them.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
