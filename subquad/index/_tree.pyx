@@ -443,9 +443,9 @@ cdef int _scan(
     Staging* staging, int64_t* counts, bint count_only,
 ) noexcept nogil:
     """Evaluate tree positions [p0, p1) for the listed queries (rows of X),
-    a packed block at a time; count the active ones in counts[q] and, unless
-    count_only, append them (original index, value) to staging[q]. Returns
-    0, or -1 when out of memory.
+    a packed block at a time; add the number of active ones to counts[q]
+    if count_only, else append them (original index, value) to staging[q].
+    Returns 0, or -1 when out of memory.
 
     Blocks are the outer loop: a block stays in L1 while every query is
     evaluated against it."""
@@ -471,10 +471,6 @@ cdef int _scan(
                 s = staging + q
                 s.size += block_emit(w, dim, X + q * dim, b, in_range, ids + base,
                                      s.cols + s.size, <floating*> s.vals + s.size)
-    if not count_only:
-        for i in range(n_queries):
-            q = queries[i]
-            counts[q] = staging[q].size
     return 0
 
 
@@ -563,6 +559,9 @@ cdef int _query_batch(
         if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
                                 b, ids, staging, counts, count_only) < 0:
             return -1
+    if not count_only:
+        for q in range(n_queries):
+            counts[q] = staging[q].size
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
     stats[STAT_PRUNED] += pruned
