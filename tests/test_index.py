@@ -237,13 +237,14 @@ def test_results_do_not_depend_on_threads(dtype, algorithm):
 def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
     """More queries than one batch per thread, neuron counts and leaves that
     are not multiples of the 16-neuron blocks (partial blocks at both ends
-    of a leaf and a padded last block), thresholds of both signs (padding
-    lanes of a negative threshold would be > 0), integer data so the result
-    is exact; query agrees with count and with the brute path."""
+    of a leaf and a padded last block), leaves longer than one span of
+    blocks the scan keeps in L1, thresholds of both signs (padding lanes of
+    a negative threshold would be > 0), integer data so the result is
+    exact; query agrees with count and with the brute path."""
     rng = np.random.default_rng(dim)
     W = rng.integers(-4, 5, size=(16 * 37 + 5, dim)).astype(dtype)
     X = rng.integers(-3, 4, size=(600, dim)).astype(dtype)
-    for leaf_size in (5, 16, 23):
+    for leaf_size in (5, 16, 23, 300, len(W)):
         index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=leaf_size, n_threads=n_threads)
         for b in (-2.0, 0.0, 1.5, 6.0):
             A = index.query(X, b)

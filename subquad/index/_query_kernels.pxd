@@ -167,6 +167,123 @@ cdef extern from *:
     SUBQUAD_BLOCK_KERNELS(f64, double)
     #endif
 
+    /* ---- a span of n_blocks consecutive blocks against one query; lanes
+       of the first block are masked by `first`, of the last by `last` (both
+       apply to a single block). With AVX-512 and dim <= 8 the query's
+       broadcast coordinates stay in registers for the whole span, and its
+       output is written sequentially. */
+    #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
+        (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
+    #ifdef SUBQUAD_INDEX_AVX512
+    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_held_f32(
+            Py_ssize_t dim, int emit, const float* w, Py_ssize_t n_blocks, const float* x,
+            float b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
+            float* vals) {
+        __m512 xb[8];
+        const __m512 vb = _mm512_set1_ps(b);
+        Py_ssize_t a, k, count = 0;
+        for (a = 0; a < dim; a++) xb[a] = _mm512_set1_ps(x[a]);
+        for (k = 0; k < n_blocks; k++) {
+            const float* wk = w + k * dim * 16;
+            /* Same order of operations as subquad_block_dim_f32. */
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            for (a = 0; a + 1 < dim; a += 2) {
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a), xb[a], acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a + 16), xb[a + 1], acc1);
+            }
+            if (a < dim) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a), xb[a], acc0);
+            __m512 v = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), vb);
+            __mmask16 m = _mm512_mask_cmp_ps_mask(
+                (__mmask16) SUBQUAD_SPAN_MASK(k, n_blocks, first, last), v,
+                _mm512_setzero_ps(), _CMP_GT_OQ);
+            if (emit) {
+                _mm512_storeu_ps(vals + count, _mm512_maskz_compress_ps(m, v));
+                _mm512_storeu_si512(cols + count, _mm512_maskz_compress_epi32(
+                    m, _mm512_loadu_si512(ids + 16 * k)));
+            }
+            count += _mm_popcnt_u32(m);
+        }
+        return count;
+    }
+    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_held_f64(
+            Py_ssize_t dim, int emit, const double* w, Py_ssize_t n_blocks, const double* x,
+            double b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
+            double* vals) {
+        __m512d xb[8];
+        const __m512d vb = _mm512_set1_pd(b);
+        Py_ssize_t a, k, count = 0;
+        for (a = 0; a < dim; a++) xb[a] = _mm512_set1_pd(x[a]);
+        for (k = 0; k < n_blocks; k++) {
+            const double* wk = w + k * dim * 16;
+            /* Same order of operations as subquad_block_dim_f64. */
+            __m512d lo0 = _mm512_setzero_pd(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+            for (a = 0; a + 1 < dim; a += 2) {
+                lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a), xb[a], lo0);
+                hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 8), xb[a], hi0);
+                lo1 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 16), xb[a + 1], lo1);
+                hi1 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 24), xb[a + 1], hi1);
+            }
+            if (a < dim) {
+                lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a), xb[a], lo0);
+                hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 8), xb[a], hi0);
+            }
+            __m512d lo = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), vb);
+            __m512d hi = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), vb);
+            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
+            __mmask8 m_lo = _mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ);
+            __mmask8 m_hi = _mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ);
+            int n_lo = _mm_popcnt_u32(m_lo);
+            if (emit) {
+                _mm512_storeu_pd(vals + count, _mm512_maskz_compress_pd(m_lo, lo));
+                _mm512_storeu_pd(vals + count + n_lo, _mm512_maskz_compress_pd(m_hi, hi));
+                _mm512_storeu_si512(cols + count, _mm512_maskz_compress_epi32(
+                    (__mmask16) (m_lo | ((unsigned) m_hi << 8)), _mm512_loadu_si512(ids + 16 * k)));
+            }
+            count += n_lo + _mm_popcnt_u32(m_hi);
+        }
+        return count;
+    }
+    #define SUBQUAD_SPAN_HELD(SUFFIX, EMIT, ...)                                       \\
+        switch (dim) {                                                               \\
+        case 1: return subquad_span_held_##SUFFIX(1, EMIT, __VA_ARGS__);             \\
+        case 2: return subquad_span_held_##SUFFIX(2, EMIT, __VA_ARGS__);             \\
+        case 3: return subquad_span_held_##SUFFIX(3, EMIT, __VA_ARGS__);             \\
+        case 4: return subquad_span_held_##SUFFIX(4, EMIT, __VA_ARGS__);             \\
+        case 5: return subquad_span_held_##SUFFIX(5, EMIT, __VA_ARGS__);             \\
+        case 6: return subquad_span_held_##SUFFIX(6, EMIT, __VA_ARGS__);             \\
+        case 7: return subquad_span_held_##SUFFIX(7, EMIT, __VA_ARGS__);             \\
+        case 8: return subquad_span_held_##SUFFIX(8, EMIT, __VA_ARGS__);             \\
+        default: break;                                                              \\
+        }
+    #else
+    #define SUBQUAD_SPAN_HELD(SUFFIX, EMIT, ...)
+    #endif
+    /* Otherwise one block kernel call per block. */
+    #define SUBQUAD_SPAN_KERNELS(SUFFIX, T)                                            \\
+    static inline Py_ssize_t subquad_span_count_##SUFFIX(                              \\
+            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
+            unsigned first, unsigned last) {                                           \\
+        Py_ssize_t k, count = 0;                                                   \\
+        SUBQUAD_SPAN_HELD(SUFFIX, 0, w, n_blocks, x, b, first, last, NULL, NULL, NULL) \\
+        for (k = 0; k < n_blocks; k++)                                             \\
+            count += subquad_block_count_##SUFFIX(w + k * dim * 16, dim, x, b,       \\
+                SUBQUAD_SPAN_MASK(k, n_blocks, first, last));                        \\
+        return count;                                                              \\
+    }                                                                              \\
+    static inline Py_ssize_t subquad_span_emit_##SUFFIX(                               \\
+            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
+            unsigned first, unsigned last, const int32_t* ids, int32_t* cols, T* vals) { \\
+        Py_ssize_t k, count = 0;                                                   \\
+        SUBQUAD_SPAN_HELD(SUFFIX, 1, w, n_blocks, x, b, first, last, ids, cols, vals) \\
+        for (k = 0; k < n_blocks; k++)                                             \\
+            count += subquad_block_emit_##SUFFIX(w + k * dim * 16, dim, x, b,        \\
+                SUBQUAD_SPAN_MASK(k, n_blocks, first, last), ids + 16 * k,           \\
+                cols + count, vals + count);                                         \\
+        return count;                                                              \\
+    }
+    SUBQUAD_SPAN_KERNELS(f32, float)
+    SUBQUAD_SPAN_KERNELS(f64, double)
+
     /* ---- one node against a list of queries, stored by coordinate: row a
        (a < dim) holds coordinate a of every query, in float64, row dim
        their norms, `stride` apart; `ids` names them. Bounds row of the
@@ -273,16 +390,20 @@ cdef extern from *:
         return pruned;
     }
     """
-    int block_count_f32 "subquad_block_count_f32"(
-        const float* w, Py_ssize_t dim, const float* x, float b, unsigned in_range) noexcept nogil
-    int block_count_f64 "subquad_block_count_f64"(
-        const double* w, Py_ssize_t dim, const double* x, double b, unsigned in_range) noexcept nogil
-    int block_emit_f32 "subquad_block_emit_f32"(
-        const float* w, Py_ssize_t dim, const float* x, float b, unsigned in_range,
-        const int32_t* ids, int32_t* cols, float* vals) noexcept nogil
-    int block_emit_f64 "subquad_block_emit_f64"(
-        const double* w, Py_ssize_t dim, const double* x, double b, unsigned in_range,
-        const int32_t* ids, int32_t* cols, double* vals) noexcept nogil
+    Py_ssize_t span_count_f32 "subquad_span_count_f32"(
+        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, const float* x, float b,
+        unsigned first, unsigned last) noexcept nogil
+    Py_ssize_t span_count_f64 "subquad_span_count_f64"(
+        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, const double* x, double b,
+        unsigned first, unsigned last) noexcept nogil
+    Py_ssize_t span_emit_f32 "subquad_span_emit_f32"(
+        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, const float* x, float b,
+        unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
+        float* vals) noexcept nogil
+    Py_ssize_t span_emit_f64 "subquad_span_emit_f64"(
+        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, const double* x, double b,
+        unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
+        double* vals) noexcept nogil
     Py_ssize_t node_test "subquad_node_test"(
         const double* bound, Py_ssize_t dim, double b, double slack_factor, double abs_slack,
         int leaf, const double* xs, Py_ssize_t stride, const int32_t* ids, Py_ssize_t n,
@@ -294,21 +415,25 @@ cdef extern from *:
 from cython cimport floating
 
 
-cdef inline int block_count(const floating* w, Py_ssize_t dim, const floating* x, floating b,
-                            unsigned in_range) noexcept nogil:
-    """Active lanes (<w_j, x> - b > 0) of one packed block among `in_range`."""
+cdef inline Py_ssize_t span_count(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
+                                  const floating* x, floating b, unsigned first,
+                                  unsigned last) noexcept nogil:
+    """Active lanes (<w_j, x> - b > 0) of `n_blocks` consecutive packed
+    blocks, the first one's lanes masked by `first`, the last one's by
+    `last`."""
     if floating is float:
-        return block_count_f32(w, dim, x, b, in_range)
+        return span_count_f32(w, dim, n_blocks, x, b, first, last)
     else:
-        return block_count_f64(w, dim, x, b, in_range)
+        return span_count_f64(w, dim, n_blocks, x, b, first, last)
 
 
-cdef inline int block_emit(const floating* w, Py_ssize_t dim, const floating* x, floating b,
-                           unsigned in_range, const int32_t* ids, int32_t* cols,
-                           floating* vals) noexcept nogil:
-    """Write the active lanes' ids and values <w_j, x> - b to the front of
-    `cols` and `vals` (each must have room for 16) and return their count."""
+cdef inline Py_ssize_t span_emit(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
+                                 const floating* x, floating b, unsigned first, unsigned last,
+                                 const int32_t* ids, int32_t* cols, floating* vals) noexcept nogil:
+    """Write the active lanes' ids and values <w_j, x> - b, block after
+    block, to `cols` and `vals` (room for their count + 16 needed) and
+    return their count."""
     if floating is float:
-        return block_emit_f32(w, dim, x, b, in_range, ids, cols, vals)
+        return span_emit_f32(w, dim, n_blocks, x, b, first, last, ids, cols, vals)
     else:
-        return block_emit_f64(w, dim, x, b, in_range, ids, cols, vals)
+        return span_emit_f64(w, dim, n_blocks, x, b, first, last, ids, cols, vals)

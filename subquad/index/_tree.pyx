@@ -61,7 +61,7 @@ import numpy as np
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
-from ._query_kernels cimport block_count, block_emit, node_test
+from ._query_kernels cimport node_test, span_count, span_emit
 
 cdef enum:
     # A tree whose every split leaves at least a quarter on each side is
@@ -91,6 +91,8 @@ cdef enum:
     LANES = 16
     # Most queries walked through the tree together (see _query_batch).
     BATCH = 256
+    # Bytes of packed blocks a leaf scan keeps in L1 for all its queries.
+    SPAN_BYTES = 16384
 
 
 # The block width, for callers allocating the packed layout.
@@ -442,35 +444,44 @@ cdef int _scan(
     const int32_t* queries, int64_t n_queries, floating b, const int32_t* ids,
     Staging* staging, int64_t* counts, bint count_only,
 ) noexcept nogil:
-    """Evaluate tree positions [p0, p1) for the listed queries (rows of X),
-    a packed block at a time; add the number of active ones to counts[q]
-    if count_only, else append them (original index, value) to staging[q].
-    Returns 0, or -1 when out of memory.
+    """Evaluate tree positions [p0, p1) for the listed queries (rows of X);
+    add the number of active ones to counts[q] if count_only, else append
+    them (original index, value) to staging[q]. Returns 0, or -1 when out
+    of memory.
 
-    Blocks are the outer loop: a block stays in L1 while every query is
-    evaluated against it."""
+    The blocks are taken in spans of at most SPAN_BYTES, which stay in L1
+    while every query is evaluated against the whole span in turn: the
+    query's coordinates stay in registers and its output is written in one
+    run (a block at a time for all queries stored to as many places)."""
     cdef Staging* s
-    cdef int64_t block, base, i, q
-    cdef unsigned in_range
+    cdef int64_t i, q, start, stop
+    cdef int64_t first_block = p0 // LANES
+    cdef int64_t end_block = (p1 + LANES - 1) // LANES
+    cdef int64_t span = max(1, SPAN_BYTES // (dim * LANES * <int64_t> sizeof(floating)))
+    cdef unsigned first, last
     cdef const floating* w
     if not count_only:
         for i in range(n_queries):
             # A block's output is written 16 entries wide.
             if reserve(staging + queries[i], p1 - p0 + LANES, sizeof(floating), False) < 0:
                 return -1
-    for block in range(p0 // LANES, (p1 + LANES - 1) // LANES):
-        base = block * LANES
-        # Lanes of this block inside [p0, p1).
-        in_range = (0xFFFFu >> (LANES - min(p1 - base, LANES))) & (0xFFFFu << max(p0 - base, 0))
-        w = blocks + block * dim * LANES
+    start = first_block
+    while start < end_block:
+        stop = min(start + span, end_block)
+        # Lanes inside [p0, p1) of the span's first and last blocks.
+        first = 0xFFFFu & (0xFFFFu << max(p0 - start * LANES, 0))
+        last = 0xFFFFu >> (LANES - min(p1 - (stop - 1) * LANES, LANES))
+        w = blocks + start * dim * LANES
         for i in range(n_queries):
             q = queries[i]
             if count_only:
-                counts[q] += block_count(w, dim, X + q * dim, b, in_range)
+                counts[q] += span_count(w, dim, stop - start, X + q * dim, b, first, last)
             else:
                 s = staging + q
-                s.size += block_emit(w, dim, X + q * dim, b, in_range, ids + base,
-                                     s.cols + s.size, <floating*> s.vals + s.size)
+                s.size += span_emit(w, dim, stop - start, X + q * dim, b, first, last,
+                                    ids + start * LANES, s.cols + s.size,
+                                    <floating*> s.vals + s.size)
+        start = stop
     return 0
 
 
