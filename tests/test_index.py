@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subquad import ActiveNeuronIndex
+from subquad.index import _active_neuron_index
 from subquad.index._tree import (NEURONS_PER_BLOCK, build_tree, node_bounds, pack_lanes,
                                  refit_bounds)
 
@@ -286,7 +287,9 @@ def test_tree_prunes_in_low_dimension_and_reports_stats(dtype):
     assert index.last_query_stats_["nodes_reported_whole"] > 0
 
 
-def test_auto_chooses_by_measured_pruning():
+def test_auto_chooses_by_measured_pruning(monkeypatch):
+    """The cost model alone (no timing band): clear tree wins and losses."""
+    monkeypatch.setattr(_active_neuron_index, "_AUTO_TIMED_BAND", 1.0)
     rng = np.random.default_rng(3)
     high = ActiveNeuronIndex(rng.standard_normal((5000, 40)))
     assert high.algorithm_ == "brute" and "dim 40" in high.algorithm_reason_
@@ -295,10 +298,40 @@ def test_auto_chooses_by_measured_pruning():
     X = rng.standard_normal((256, 2)).astype(np.float32)
     A = low.query(X, 2.5)
     assert low.algorithm_ == "tree" and "measured" in low.algorithm_reason_
+    assert "timed" not in low.algorithm_reason_
     assert_matches(A, low.W_, X, 2.5, np.float32)
-    # A threshold below every value makes every neuron active: brute wins.
+    # A threshold below every value makes every neuron active: the model
+    # predicts brute (the tree's per-query sort leaves the cache).
     low.query(X, -100.0)
     assert low.algorithm_ == "brute"
+
+
+class _Clock:
+    """perf_counter stand-in returning preset readings."""
+
+    def __init__(self, readings):
+        self.readings = iter(readings)
+
+    def perf_counter(self):
+        return next(self.readings)
+
+
+@pytest.mark.parametrize("tree_seconds, brute_seconds, expected",
+                         [(1.0, 2.0, "tree"), (2.0, 1.0, "brute")])
+def test_auto_times_both_when_the_model_is_unsure(monkeypatch, tree_seconds, brute_seconds,
+                                                  expected):
+    """Within the band where the cost model's error could decide, brute also
+    runs on the sample and the faster measured time chooses, whatever the
+    model predicted; the result is exact either way."""
+    monkeypatch.setattr(_active_neuron_index, "_AUTO_TIMED_BAND", 1e9)
+    monkeypatch.setattr(_active_neuron_index, "time", _Clock(
+        [0.0, tree_seconds, 10.0, 10.0 + brute_seconds]))
+    rng = np.random.default_rng(3)
+    index = ActiveNeuronIndex(rng.standard_normal((100000, 2)).astype(np.float32))
+    X = rng.standard_normal((256, 2)).astype(np.float32)
+    A = index.query(X, 2.5)
+    assert index.algorithm_ == expected and "both were timed" in index.algorithm_reason_
+    assert_matches(A, index.W_, X, 2.5, np.float32)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -1,6 +1,7 @@
 """`ActiveNeuronIndex`: which neurons fire for an input, exactly and fast."""
 
 import numbers
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,6 +52,10 @@ SORT_IN_CACHE = 65536
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.
 _AUTO_MARGIN = 1.2
+# When the model's two predictions are within this factor of each other,
+# its error (up to ~1.3x either way, and fitted on one thread) could decide:
+# brute is then also run on the sample and the faster measured one chosen.
+_AUTO_TIMED_BAND = 1.6
 
 
 class ActiveNeuronIndex:
@@ -91,7 +96,9 @@ class ActiveNeuronIndex:
         `count` call runs the tree on 4 to 16 of its queries (1 in 64),
         measures how many inner products it evaluates and how many nodes it
         visits, and picks the tree if a cost model predicts it at least
-        1.2x cheaper than brute.
+        1.2x cheaper than brute. When the model's predictions are within
+        1.6x of each other, brute is run on the same queries too and the
+        faster of the two measured times decides.
     leaf_size : int, default=128
         Most neurons in a leaf of the tree. Smaller leaves evaluate fewer
         neurons but test more node bounds; a leaf is evaluated 16 neurons
@@ -367,11 +374,15 @@ class ActiveNeuronIndex:
             X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["ids"],
             tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
 
-    def _run_brute(self, X, threshold):
+    def _brute_shift(self, threshold):
         if self._neg_shift is None or self._neg_shift[0] != -threshold:
             self._neg_shift = np.full(self.n_neurons_, -threshold, dtype=self.dtype_)
+        return self._neg_shift
+
+    def _run_brute(self, X, threshold):
         # W_.T is F-ordered: the engine reads W_ in place.
-        return threshold_csr(X, self.W_.T, self._neg_shift, n_threads=self.n_threads)
+        return threshold_csr(X, self.W_.T, self._brute_shift(threshold),
+                             n_threads=self.n_threads)
 
     def _choose(self, X, threshold):
         """'tree' or 'brute' for this call, and the tree's result on the
@@ -381,7 +392,9 @@ class ActiveNeuronIndex:
         n_sample = min(X.shape[0], _AUTO_SAMPLE,
                        max(_AUTO_MIN_SAMPLE, X.shape[0] // _AUTO_SAMPLE_EVERY))
         sample = np.ascontiguousarray(X[:: max(1, X.shape[0] // n_sample)][:n_sample])
+        start = time.perf_counter()
         result = self._run_tree(sample, threshold, False)
+        tree_seconds = time.perf_counter() - start
         stats = result[-1]
         n_sample = sample.shape[0]
         evaluated = stats[0] / n_sample
@@ -394,12 +407,22 @@ class ActiveNeuronIndex:
                    + max(0.0, active - SORT_IN_CACHE) * _TREE_NS_PER_SPILLED)
         brute_ns = (n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
                     + active * _BRUTE_NS_PER_ACTIVE)
-        choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
-        self._set_choice(choice, (
-            f"measured on {n_sample} queries: the tree evaluates "
-            f"{evaluated / n:.2%} of the neurons and visits {visited:.0f} nodes per query "
-            f"({active:.0f} active); predicted {tree_ns / 1e3:.1f} us per query for the tree "
-            f"vs {brute_ns / 1e3:.1f} us for brute"))
+        reason = (f"measured on {n_sample} queries: the tree evaluates "
+                  f"{evaluated / n:.2%} of the neurons and visits {visited:.0f} nodes per "
+                  f"query ({active:.0f} active); predicted {tree_ns / 1e3:.1f} us per query "
+                  f"for the tree vs {brute_ns / 1e3:.1f} us for brute")
+        if 1 / _AUTO_TIMED_BAND < brute_ns / tree_ns < _AUTO_TIMED_BAND:
+            self._brute_shift(threshold)
+            start = time.perf_counter()
+            self._run_brute(sample, threshold)
+            brute_seconds = time.perf_counter() - start
+            choice = "tree" if tree_seconds < brute_seconds else "brute"
+            reason += (f"; within {_AUTO_TIMED_BAND}x, so both were timed: "
+                       f"{tree_seconds / n_sample * 1e6:.1f} us per query for the tree vs "
+                       f"{brute_seconds / n_sample * 1e6:.1f} us for brute")
+        else:
+            choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
+        self._set_choice(choice, reason)
         whole = sample.shape[0] == X.shape[0] and choice == "tree"
         return choice, (result if whole else None)
 
