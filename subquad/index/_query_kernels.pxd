@@ -1,9 +1,10 @@
-# Vector kernels of the tree query (see _tree.pyx): one packed block of 16
-# neurons against one query, and one node's bounds against a list of
-# queries. Both are written so that no branch depends on the data: at ~1%
-# active neurons, whether a block holds an active lane or a node prunes a
-# query is close to a coin toss, and mispredicted branches cost more than
-# the arithmetic (bench/active_index.py, dim 8).
+# Vector kernels of the tree query (see _tree.pyx): packed blocks of 16
+# neurons (one block, or a span of consecutive blocks) against one query,
+# and one node's bounds against a list of queries. They are written so
+# that no branch depends on the data: at ~1% active neurons, whether a
+# block holds an active lane or a node prunes a query is close to a coin
+# toss, and mispredicted branches cost more than the arithmetic
+# (bench/active_index.py, dim 8).
 from libc.stdint cimport int32_t
 
 cdef extern from *:
