@@ -21,25 +21,29 @@ cdef extern from *:
     #endif
     /* Calls KERNEL with dim as a constant for the low dimensions the tree
        is for, so that the loop over coordinates is unrolled. */
-    #define SUBQUAD_BY_DIM(KERNEL, dim, ...)                                          \
-        switch (dim) {                                                              \
-        case 1: return KERNEL(1, __VA_ARGS__);                                      \
-        case 2: return KERNEL(2, __VA_ARGS__);                                      \
-        case 3: return KERNEL(3, __VA_ARGS__);                                      \
-        case 4: return KERNEL(4, __VA_ARGS__);                                      \
-        case 5: return KERNEL(5, __VA_ARGS__);                                      \
-        case 6: return KERNEL(6, __VA_ARGS__);                                      \
-        case 7: return KERNEL(7, __VA_ARGS__);                                      \
-        case 8: return KERNEL(8, __VA_ARGS__);                                      \
-        default: return KERNEL(dim, __VA_ARGS__);                                   \
+    #define SUBQUAD_BY_DIM(KERNEL, dim, ...)                                          \\
+        switch (dim) {                                                              \\
+        case 1: return KERNEL(1, __VA_ARGS__);                                      \\
+        case 2: return KERNEL(2, __VA_ARGS__);                                      \\
+        case 3: return KERNEL(3, __VA_ARGS__);                                      \\
+        case 4: return KERNEL(4, __VA_ARGS__);                                      \\
+        case 5: return KERNEL(5, __VA_ARGS__);                                      \\
+        case 6: return KERNEL(6, __VA_ARGS__);                                      \\
+        case 7: return KERNEL(7, __VA_ARGS__);                                      \\
+        case 8: return KERNEL(8, __VA_ARGS__);                                      \\
+        default: return KERNEL(dim, __VA_ARGS__);                                   \\
         }
 
     /* ---- one block of 16 neurons (coordinate a of lane j at w[16 a + j])
        against one query x: values <w_j, x> - b, in the working dtype, with
-       two accumulators to halve the chain of dependent multiply-adds. */
+       two accumulators to halve the chain of dependent multiply-adds.
+       Among the lanes in `in_range`, `count` returns the number of active
+       ones (value > 0); `emit` packs their ids and values to the front of
+       cols and vals, writing 16 entries whatever the count, and returns
+       the count. */
     #ifdef SUBQUAD_INDEX_AVX512
-    SUBQUAD_ALWAYS_INLINE __m512 subquad_block_dim_f32(Py_ssize_t dim, const float* w,
-                                                       const float* x, float b) {
+    SUBQUAD_ALWAYS_INLINE __m512 subquad_block_f32(Py_ssize_t dim, const float* w,
+                                                   const float* x, float b) {
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         Py_ssize_t a = 0;
         for (; a + 1 < dim; a += 2) {
@@ -50,14 +54,10 @@ cdef extern from *:
             acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
         return _mm512_sub_ps(_mm512_add_ps(acc0, acc1), _mm512_set1_ps(b));
     }
-    static inline __m512 subquad_block_f32(const float* w, Py_ssize_t dim,
-                                           const float* x, float b) {
-        SUBQUAD_BY_DIM(subquad_block_dim_f32, dim, w, x, b)
-    }
     /* Lanes 0-7 in lo, 8-15 in hi. */
-    SUBQUAD_ALWAYS_INLINE int subquad_block_dim_f64(Py_ssize_t dim, const double* w,
-                                                    const double* x, double b,
-                                                    __m512d* lo, __m512d* hi) {
+    SUBQUAD_ALWAYS_INLINE void subquad_block_f64(Py_ssize_t dim, const double* w,
+                                                 const double* x, double b,
+                                                 __m512d* lo, __m512d* hi) {
         __m512d lo0 = _mm512_setzero_pd(), hi0 = _mm512_setzero_pd();
         __m512d lo1 = _mm512_setzero_pd(), hi1 = _mm512_setzero_pd();
         Py_ssize_t a = 0;
@@ -75,40 +75,33 @@ cdef extern from *:
         }
         *lo = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), _mm512_set1_pd(b));
         *hi = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), _mm512_set1_pd(b));
-        return 0;
     }
-    static inline int subquad_block_f64(const double* w, Py_ssize_t dim, const double* x,
-                                        double b, __m512d* lo, __m512d* hi) {
-        SUBQUAD_BY_DIM(subquad_block_dim_f64, dim, w, x, b, lo, hi)
-    }
-    static inline int subquad_block_count_f32(const float* w, Py_ssize_t dim, const float* x,
-                                              float b, unsigned in_range) {
+    SUBQUAD_ALWAYS_INLINE int subquad_block_count_f32(Py_ssize_t dim, const float* w,
+                                                      const float* x, float b, unsigned in_range) {
         return _mm_popcnt_u32(_mm512_mask_cmp_ps_mask(
-            (__mmask16) in_range, subquad_block_f32(w, dim, x, b), _mm512_setzero_ps(), _CMP_GT_OQ));
+            (__mmask16) in_range, subquad_block_f32(dim, w, x, b), _mm512_setzero_ps(), _CMP_GT_OQ));
     }
-    static inline int subquad_block_count_f64(const double* w, Py_ssize_t dim, const double* x,
-                                              double b, unsigned in_range) {
+    SUBQUAD_ALWAYS_INLINE int subquad_block_count_f64(Py_ssize_t dim, const double* w,
+                                                      const double* x, double b, unsigned in_range) {
         __m512d lo, hi;
-        subquad_block_f64(w, dim, x, b, &lo, &hi);
+        subquad_block_f64(dim, w, x, b, &lo, &hi);
         return _mm_popcnt_u32(_mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ))
              + _mm_popcnt_u32(_mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ));
     }
-    /* The active lanes' ids and values, packed to the front of cols and
-       vals; 16 entries are written whatever the count. */
-    static inline int subquad_block_emit_f32(const float* w, Py_ssize_t dim, const float* x,
-                                             float b, unsigned in_range, const int32_t* ids,
-                                             int32_t* cols, float* vals) {
-        __m512 v = subquad_block_f32(w, dim, x, b);
+    SUBQUAD_ALWAYS_INLINE int subquad_block_emit_f32(Py_ssize_t dim, const float* w,
+                                                     const float* x, float b, unsigned in_range,
+                                                     const int32_t* ids, int32_t* cols, float* vals) {
+        __m512 v = subquad_block_f32(dim, w, x, b);
         __mmask16 m = _mm512_mask_cmp_ps_mask((__mmask16) in_range, v, _mm512_setzero_ps(), _CMP_GT_OQ);
         _mm512_storeu_ps(vals, _mm512_maskz_compress_ps(m, v));
         _mm512_storeu_si512(cols, _mm512_maskz_compress_epi32(m, _mm512_loadu_si512(ids)));
         return _mm_popcnt_u32(m);
     }
-    static inline int subquad_block_emit_f64(const double* w, Py_ssize_t dim, const double* x,
-                                             double b, unsigned in_range, const int32_t* ids,
-                                             int32_t* cols, double* vals) {
+    SUBQUAD_ALWAYS_INLINE int subquad_block_emit_f64(Py_ssize_t dim, const double* w,
+                                                     const double* x, double b, unsigned in_range,
+                                                     const int32_t* ids, int32_t* cols, double* vals) {
         __m512d lo, hi;
-        subquad_block_f64(w, dim, x, b, &lo, &hi);
+        subquad_block_f64(dim, w, x, b, &lo, &hi);
         __mmask8 m_lo = _mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ);
         __mmask8 m_hi = _mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ);
         int n_lo = _mm_popcnt_u32(m_lo);
@@ -122,8 +115,8 @@ cdef extern from *:
     /* Loops over the 16 lanes, which compilers vectorise for their target;
        emitting writes every lane and advances by the test's outcome. */
     #define SUBQUAD_BLOCK_KERNELS(SUFFIX, T)                                           \\
-    SUBQUAD_ALWAYS_INLINE int subquad_block_dim_##SUFFIX(Py_ssize_t dim, const T* w,  \\
-                                                         const T* x, T b, T* values) { \\
+    SUBQUAD_ALWAYS_INLINE void subquad_block_##SUFFIX(Py_ssize_t dim, const T* w,      \\
+                                                      const T* x, T b, T* values) {    \\
         T odd[16];                                                                 \\
         int j;                                                                     \\
         Py_ssize_t a = 0;                                                          \\
@@ -136,27 +129,24 @@ cdef extern from *:
         if (a < dim)                                                               \\
             for (j = 0; j < 16; j++) values[j] += w[16 * a + j] * x[a];            \\
         for (j = 0; j < 16; j++) values[j] = (values[j] + odd[j]) - b;             \\
-        return 0;                                                                  \\
     }                                                                              \\
-    static inline int subquad_block_values_##SUFFIX(const T* w, Py_ssize_t dim,        \\
-                                                    const T* x, T b, T* values) {      \\
-        SUBQUAD_BY_DIM(subquad_block_dim_##SUFFIX, dim, w, x, b, values)            \\
-    }                                                                              \\
-    static inline int subquad_block_count_##SUFFIX(const T* w, Py_ssize_t dim,         \\
-                                                   const T* x, T b, unsigned in_range) { \\
+    SUBQUAD_ALWAYS_INLINE int subquad_block_count_##SUFFIX(Py_ssize_t dim, const T* w, \\
+                                                           const T* x, T b,          \\
+                                                           unsigned in_range) {      \\
         T values[16];                                                              \\
         int j, count = 0;                                                          \\
-        subquad_block_values_##SUFFIX(w, dim, x, b, values);                       \\
+        subquad_block_##SUFFIX(dim, w, x, b, values);                              \\
         for (j = 0; j < 16; j++) count += ((in_range >> j) & 1u) && values[j] > 0; \\
         return count;                                                              \\
     }                                                                              \\
-    static inline int subquad_block_emit_##SUFFIX(const T* w, Py_ssize_t dim,          \\
-                                                  const T* x, T b, unsigned in_range, \\
-                                                  const int32_t* ids, int32_t* cols,  \\
-                                                  T* vals) {                          \\
+    SUBQUAD_ALWAYS_INLINE int subquad_block_emit_##SUFFIX(Py_ssize_t dim, const T* w,  \\
+                                                          const T* x, T b,           \\
+                                                          unsigned in_range,         \\
+                                                          const int32_t* ids,        \\
+                                                          int32_t* cols, T* vals) {  \\
         T values[16];                                                              \\
         int j, k = 0;                                                              \\
-        subquad_block_values_##SUFFIX(w, dim, x, b, values);                       \\
+        subquad_block_##SUFFIX(dim, w, x, b, values);                              \\
         for (j = 0; j < 16; j++) {                                                 \\
             cols[k] = ids[j];                                                      \\
             vals[k] = values[j];                                                   \\
@@ -170,117 +160,47 @@ cdef extern from *:
 
     /* ---- a span of n_blocks consecutive blocks against one query; lanes
        of the first block are masked by `first`, of the last by `last` (both
-       apply to a single block). With AVX-512 and dim <= 8 the query's
-       broadcast coordinates stay in registers for the whole span, and its
-       output is written sequentially. */
+       apply to a single block); `emit` writes the active lanes block after
+       block (room for their count + 16 needed). For dim <= 8 the kernel is
+       instantiated with dim a constant and x copied to a local array no
+       store can alias, so the coordinates' broadcasts stay in registers
+       for the whole span. */
     #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
         (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
-    #ifdef SUBQUAD_INDEX_AVX512
-    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_held_f32(
-            Py_ssize_t dim, int emit, const float* w, Py_ssize_t n_blocks, const float* x,
-            float b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
-            float* vals) {
-        __m512 xb[8];
-        const __m512 vb = _mm512_set1_ps(b);
-        Py_ssize_t a, k, count = 0;
-        for (a = 0; a < dim; a++) xb[a] = _mm512_set1_ps(x[a]);
-        for (k = 0; k < n_blocks; k++) {
-            const float* wk = w + k * dim * 16;
-            /* Same order of operations as subquad_block_dim_f32. */
-            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-            for (a = 0; a + 1 < dim; a += 2) {
-                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a), xb[a], acc0);
-                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a + 16), xb[a + 1], acc1);
-            }
-            if (a < dim) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * a), xb[a], acc0);
-            __m512 v = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), vb);
-            __mmask16 m = _mm512_mask_cmp_ps_mask(
-                (__mmask16) SUBQUAD_SPAN_MASK(k, n_blocks, first, last), v,
-                _mm512_setzero_ps(), _CMP_GT_OQ);
-            if (emit) {
-                _mm512_storeu_ps(vals + count, _mm512_maskz_compress_ps(m, v));
-                _mm512_storeu_si512(cols + count, _mm512_maskz_compress_epi32(
-                    m, _mm512_loadu_si512(ids + 16 * k)));
-            }
-            count += _mm_popcnt_u32(m);
-        }
-        return count;
-    }
-    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_held_f64(
-            Py_ssize_t dim, int emit, const double* w, Py_ssize_t n_blocks, const double* x,
-            double b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
-            double* vals) {
-        __m512d xb[8];
-        const __m512d vb = _mm512_set1_pd(b);
-        Py_ssize_t a, k, count = 0;
-        for (a = 0; a < dim; a++) xb[a] = _mm512_set1_pd(x[a]);
-        for (k = 0; k < n_blocks; k++) {
-            const double* wk = w + k * dim * 16;
-            /* Same order of operations as subquad_block_dim_f64. */
-            __m512d lo0 = _mm512_setzero_pd(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
-            for (a = 0; a + 1 < dim; a += 2) {
-                lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a), xb[a], lo0);
-                hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 8), xb[a], hi0);
-                lo1 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 16), xb[a + 1], lo1);
-                hi1 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 24), xb[a + 1], hi1);
-            }
-            if (a < dim) {
-                lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a), xb[a], lo0);
-                hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(wk + 16 * a + 8), xb[a], hi0);
-            }
-            __m512d lo = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), vb);
-            __m512d hi = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), vb);
-            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
-            __mmask8 m_lo = _mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ);
-            __mmask8 m_hi = _mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ);
-            int n_lo = _mm_popcnt_u32(m_lo);
-            if (emit) {
-                _mm512_storeu_pd(vals + count, _mm512_maskz_compress_pd(m_lo, lo));
-                _mm512_storeu_pd(vals + count + n_lo, _mm512_maskz_compress_pd(m_hi, hi));
-                _mm512_storeu_si512(cols + count, _mm512_maskz_compress_epi32(
-                    (__mmask16) (m_lo | ((unsigned) m_hi << 8)), _mm512_loadu_si512(ids + 16 * k)));
-            }
-            count += n_lo + _mm_popcnt_u32(m_hi);
-        }
-        return count;
-    }
-    #define SUBQUAD_SPAN_HELD(SUFFIX, EMIT, ...)                                       \\
-        switch (dim) {                                                               \\
-        case 1: return subquad_span_held_##SUFFIX(1, EMIT, __VA_ARGS__);             \\
-        case 2: return subquad_span_held_##SUFFIX(2, EMIT, __VA_ARGS__);             \\
-        case 3: return subquad_span_held_##SUFFIX(3, EMIT, __VA_ARGS__);             \\
-        case 4: return subquad_span_held_##SUFFIX(4, EMIT, __VA_ARGS__);             \\
-        case 5: return subquad_span_held_##SUFFIX(5, EMIT, __VA_ARGS__);             \\
-        case 6: return subquad_span_held_##SUFFIX(6, EMIT, __VA_ARGS__);             \\
-        case 7: return subquad_span_held_##SUFFIX(7, EMIT, __VA_ARGS__);             \\
-        case 8: return subquad_span_held_##SUFFIX(8, EMIT, __VA_ARGS__);             \\
-        default: break;                                                              \\
-        }
-    #else
-    #define SUBQUAD_SPAN_HELD(SUFFIX, EMIT, ...)
-    #endif
-    /* Otherwise one block kernel call per block. */
     #define SUBQUAD_SPAN_KERNELS(SUFFIX, T)                                            \\
+    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_dim_##SUFFIX(                        \\
+            Py_ssize_t dim, int emit, const T* w, Py_ssize_t n_blocks, const T* x,     \\
+            T b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,     \\
+            T* vals) {                                                                 \\
+        T local[8];                                                                \\
+        const T* xs = x;                                                           \\
+        Py_ssize_t a, k, count = 0;                                                \\
+        if (dim <= 8) {                                                            \\
+            for (a = 0; a < dim; a++) local[a] = x[a];                             \\
+            xs = local;                                                            \\
+        }                                                                          \\
+        for (k = 0; k < n_blocks; k++) {                                           \\
+            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);       \\
+            if (emit)                                                              \\
+                count += subquad_block_emit_##SUFFIX(dim, w + k * dim * 16, xs, b,   \\
+                    in_range, ids + 16 * k, cols + count, vals + count);             \\
+            else                                                                   \\
+                count += subquad_block_count_##SUFFIX(dim, w + k * dim * 16, xs, b,  \\
+                                                      in_range);                     \\
+        }                                                                          \\
+        return count;                                                              \\
+    }                                                                              \\
     static inline Py_ssize_t subquad_span_count_##SUFFIX(                              \\
             const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
             unsigned first, unsigned last) {                                           \\
-        Py_ssize_t k, count = 0;                                                   \\
-        SUBQUAD_SPAN_HELD(SUFFIX, 0, w, n_blocks, x, b, first, last, NULL, NULL, NULL) \\
-        for (k = 0; k < n_blocks; k++)                                             \\
-            count += subquad_block_count_##SUFFIX(w + k * dim * 16, dim, x, b,       \\
-                SUBQUAD_SPAN_MASK(k, n_blocks, first, last));                        \\
-        return count;                                                              \\
+        SUBQUAD_BY_DIM(subquad_span_dim_##SUFFIX, dim, 0, w, n_blocks, x, b, first, last, \\
+                       NULL, NULL, NULL)                                             \\
     }                                                                              \\
     static inline Py_ssize_t subquad_span_emit_##SUFFIX(                               \\
             const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
             unsigned first, unsigned last, const int32_t* ids, int32_t* cols, T* vals) { \\
-        Py_ssize_t k, count = 0;                                                   \\
-        SUBQUAD_SPAN_HELD(SUFFIX, 1, w, n_blocks, x, b, first, last, ids, cols, vals) \\
-        for (k = 0; k < n_blocks; k++)                                             \\
-            count += subquad_block_emit_##SUFFIX(w + k * dim * 16, dim, x, b,        \\
-                SUBQUAD_SPAN_MASK(k, n_blocks, first, last), ids + 16 * k,           \\
-                cols + count, vals + count);                                         \\
-        return count;                                                              \\
+        SUBQUAD_BY_DIM(subquad_span_dim_##SUFFIX, dim, 1, w, n_blocks, x, b, first, last, \\
+                       ids, cols, vals)                                              \\
     }
     SUBQUAD_SPAN_KERNELS(f32, float)
     SUBQUAD_SPAN_KERNELS(f64, double)
