@@ -20,24 +20,15 @@ The constants in subquad/index/_active_neuron_index.py come from this fit;
 the last lines show each configuration's predicted over measured time.
 """
 
-import time
-
 import numpy as np
 from scipy.optimize import nnls
 
 from subquad import ActiveNeuronIndex
 from subquad.index._active_neuron_index import SORT_IN_CACHE
 
-N_NEURONS, N_QUERIES = 1 << 19, 256
+from _timing import best_time
 
-
-def best(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+N_NEURONS, N_QUERIES, REPEATS = 1 << 19, 256, 3
 
 
 def main():
@@ -49,10 +40,10 @@ def main():
         brute = ActiveNeuronIndex(W, algorithm="brute", n_threads=1)
         for quantile in (0.99, 0.97, 0.5):
             b = float(np.quantile((X[:16] @ W[:65536].T).ravel(), quantile))
-            t_brute, _ = best(lambda: brute.query(X, b))
+            t_brute, _ = best_time(lambda: brute.query(X, b), REPEATS)
             for leaf_size in (64, 128):
                 tree = ActiveNeuronIndex(W, algorithm="tree", leaf_size=leaf_size, n_threads=1)
-                t_tree, A = best(lambda: tree.query(X, b))
+                t_tree, A = best_time(lambda: tree.query(X, b), REPEATS)
                 stats = tree.last_query_stats_
                 nodes = stats["nodes_visited"] / N_QUERIES
                 evaluated = stats["evaluated_fraction"] * N_NEURONS
