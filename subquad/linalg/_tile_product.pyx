@@ -28,6 +28,7 @@ from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
+from ._compress cimport compress_positive
 from ._scatter cimport scatter_row
 
 
@@ -101,25 +102,17 @@ cdef int _emit(
     const floating* shift, int64_t* counts, int64_t n_groups,
 ) noexcept nogil:
     """Append entries of Z + shift that are > 0; count them per row."""
-    cdef int64_t i, c, k, before
-    cdef floating v
-    cdef const floating* z
-    cdef floating* vals
+    cdef int64_t i, e, k, n_pass
     if reserve(s, nr * tw, sizeof(floating), True) < 0:
         return -1
-    vals = <floating*> s.vals
     k = s.size
     for i in range(nr):
-        z = Z + i * ldz
-        before = k
-        for c in range(tw):
-            v = z[c] + shift[c0 + c]
-            if v > 0:
-                s.rows[k] = <int32_t> i
-                s.cols[k] = <int32_t> (c0 + c)
-                vals[k] = v
-                k += 1
-        counts[i * n_groups] += k - before
+        n_pass = compress_positive(tw, Z + i * ldz, shift + c0, <int32_t> c0,
+                                   s.cols + k, <floating*> s.vals + k)
+        for e in range(k, k + n_pass):
+            s.rows[e] = <int32_t> i
+        k += n_pass
+        counts[i * n_groups] += n_pass
     s.size = k
     return 0
 
