@@ -17,7 +17,7 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import best_times
+from _timing import best_time_after, best_times
 
 
 def times(fns, repeats):
@@ -41,9 +41,11 @@ def mark(ok):
 def bench_threshold(sizes, n, repeats, rng):
     print(f"\nthreshold_matmul, CSR H (n={n}, 2% nonzeros per row), float32, "
           f"{effective_n_threads()} threads; output ~2% active; W GB/s: the rows of W that H "
-          f"uses, read once, per second of ours, and that as a share of sgemv's rate on W")
+          f"uses, read once, per second of ours, and that as a share of sgemv's rate on W; 'after BLAS': "
+          f"ours started right after NumPy's multi-threaded W @ x, over ours started on a quiet "
+          f"machine (OpenBLAS's workers spin for ~0.1 s after a call)")
     header = (f"{'m':>6} {'ours ms':>8} {'scipy+thr':>10} {'dense':>8} {'1 thread':>9} "
-              f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8}  targets")
+              f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8} {'after BLAS':>10}  targets")
     print(header)
     for m in sizes:
         W = rng.standard_normal((m, m)).astype(np.float32)
@@ -58,6 +60,7 @@ def bench_threshold(sizes, n, repeats, rng):
             lambda: np.maximum(H_dense @ W - b, 0),
             lambda: W @ x,
         ], repeats)
+        after_blas = best_time_after(lambda: W @ x, lambda: threshold_matmul(H, W, b), repeats)
         rate = 2 * H.nnz * m / ours / 1e9
         sgemm_rate = 2 * n * m * m / dense_t / 1e9
         # The product must read every row of W that H uses at least once;
@@ -73,7 +76,7 @@ def bench_threshold(sizes, n, repeats, rng):
         ]
         print(f"{m:>6} {ours * 1e3:>8.2f} {scipy_t / ours:>9.1f}x {dense_t / ours:>7.1f}x "
               f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%} {w_rate:>7.1f} "
-              f"{w_rate / sgemv_rate:>7.0%}  " + "; ".join(targets))
+              f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x  " + "; ".join(targets))
         del W, H, H_dense
 
 
