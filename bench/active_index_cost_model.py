@@ -28,7 +28,7 @@ from subquad.index._active_neuron_index import SORT_IN_CACHE
 
 from _timing import best_time
 
-N_NEURONS, N_QUERIES, REPEATS = 1 << 19, 256, 3
+N_NEURONS, N_QUERIES, REPEATS = 1 << 19, 256, 5
 
 
 def main():

@@ -32,20 +32,20 @@ _AUTO_SAMPLE_EVERY = 64
 # least-squares fit (relative errors) over dims 2-16, leaves of 64 and 128
 # and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
 # machine (bench/active_index_cost_model.py, run single-threaded; its
-# predictions fall within 0.65-1.28x of the tree's measurements, 0.66-1.30x
-# of brute's). Brute: every neuron goes through a blocked GEMM and the
+# predictions fall within 0.52-1.34x of the tree's measurements, 0.52-1.25x
+# of brute's: single timings on this machine swing that much). Brute: every neuron goes through a blocked GEMM and the
 # threshold scan; each active one is staged and scattered into CSR. Tree:
 # testing a node's bounds against a query (8 queries per vector
 # operation), evaluating a neuron of a scanned leaf (16 per vector
 # operation), and staging and radix-sorting an active neuron by column.
-_BRUTE_NS_PER_NEURON = 1.80
-_BRUTE_NS_PER_MULTIPLY_ADD = 0.0006
-_BRUTE_NS_PER_ACTIVE = 32.9
-_TREE_NS_PER_NODE = 3.9
-_TREE_NS_PER_EVALUATION = 0.0
-_TREE_NS_PER_MULTIPLY_ADD = 0.148
+_BRUTE_NS_PER_NEURON = 1.01
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.0158
+_BRUTE_NS_PER_ACTIVE = 20.1
+_TREE_NS_PER_NODE = 15.0
+_TREE_NS_PER_EVALUATION = 0.69
+_TREE_NS_PER_MULTIPLY_ADD = 0.046
 _TREE_NS_PER_ACTIVE = 17.5
-_TREE_NS_PER_SPILLED = 33.6
+_TREE_NS_PER_SPILLED = 38.6
 # Active neurons of one query whose sort scratch (two 8-byte words each)
 # fits in half of a 2 MiB L2; beyond, each costs _TREE_NS_PER_SPILLED more.
 SORT_IN_CACHE = 65536
@@ -53,9 +53,11 @@ SORT_IN_CACHE = 65536
 # more between queries than the brute scan's.
 _AUTO_MARGIN = 1.2
 # When the model's two predictions are within this factor of each other,
-# its error (up to ~1.3x either way, and fitted on one thread) could decide:
-# brute is then also run on the sample and the faster measured one chosen.
-_AUTO_TIMED_BAND = 1.6
+# its error (mostly within 1.3x, at worst ~1.9x either way, and fitted on
+# one thread) could decide: brute is then also run on the sample and the
+# faster measured one chosen. That costs a brute scan of the sample (1 in
+# 64 of the call's queries, at least 4).
+_AUTO_TIMED_BAND = 2.0
 
 
 class ActiveNeuronIndex:
@@ -97,7 +99,7 @@ class ActiveNeuronIndex:
         measures how many inner products it evaluates and how many nodes it
         visits, and picks the tree if a cost model predicts it at least
         1.2x cheaper than brute. When the model's predictions are within
-        1.6x of each other, brute is run on the same queries too and the
+        2x of each other, brute is run on the same queries too and the
         faster of the two measured times decides.
     leaf_size : int, default=128
         Most neurons in a leaf of the tree. Smaller leaves evaluate fewer
