@@ -11,6 +11,8 @@ the neurons are active per query. Columns:
   ``--repeat``); auto also names what it chose. Above dim 16 the tree
   evaluates nearly every neuron, so it is timed on ``--tree-sample``
   queries and scaled up (marked ``*``).
+* count: seconds for the tree's ``count`` on the same queries: the walk
+  alone, without staging, sorting and writing the output.
 * numpy: ``X @ W.T`` then ``np.nonzero`` and the values, in chunks of 128
   queries (the full product would be n_queries x n_neurons floats).
 * brute/tree: speed-up of the tree (target >= 5 at dim <= 8);
@@ -53,7 +55,7 @@ def main():
     rng = np.random.default_rng(0)
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
           f"threads={effective_n_threads()} target active={args.active:.1%}")
-    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'brute':>7} {'auto':>7} "
+    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'count':>7} {'brute':>7} {'auto':>7} "
               f"{'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
               f"{'auto/best':>9} {'numpy/brute':>11}")
     print(header)
@@ -74,11 +76,13 @@ def main():
         X_tree = X if dim <= 16 else X[:args.tree_sample]
         # Repetitions interleaved, so that a slow spell of the machine hits
         # all three alike.
-        (t_tree, A_tree), (t_brute, A_brute), (t_auto, _) = best_times([
+        (t_tree, A_tree), (t_brute, A_brute), (t_auto, _), (t_count, _) = best_times([
             lambda: tree.query(X_tree, threshold),
             lambda: brute.query(X, threshold),
-            lambda: auto.query(X, threshold)], args.repeat)
+            lambda: auto.query(X, threshold),
+            lambda: tree.count(X_tree, threshold)], args.repeat)
         t_tree *= n_queries / X_tree.shape[0]
+        t_count *= n_queries / X_tree.shape[0]
         evaluated = tree.last_query_stats_["evaluated_fraction"]
         t_numpy, _ = best_time(lambda: numpy_query(X, W, threshold), args.repeat)
         # Same computation up to rounding: the active sets can differ only
@@ -87,9 +91,9 @@ def main():
         note = f"  (nnz differs by {mismatch})" if mismatch else ""
         active = A_brute.nnz / (n_queries * n_neurons)
         mark = "*" if X_tree.shape[0] < n_queries else " "
-        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_brute:>7.3f} "
-              f"{t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} {evaluated:>6.1%} | "
-              f"{t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
+        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_count:>6.3f}{mark} "
+              f"{t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} "
+              f"{evaluated:>6.1%} | {t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
               f"{t_numpy / t_brute:>11.2f}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
 
