@@ -15,10 +15,26 @@ _TILE_BYTES = 1024 * 1024
 _MAX_ROW_BLOCK = 256
 
 
-def _tiling(n_rows, itemsize):
+# Narrower tiles are used only to give every thread work: below this, W's
+# row segments are too short to stream well.
+_MIN_TILE_ROW_BYTES = 1024
+
+
+def _tiling(n_rows, m_out, itemsize, n_threads):
+    """Rows and columns of a Z tile, halving the columns (not below
+    `_MIN_TILE_ROW_BYTES` of a row) while there are fewer tiles than
+    threads: a layer of 1024 units is one 2048-wide tile otherwise, all of
+    it on one thread. (Two narrower tiles per thread were slower than one
+    wide one at m = 4096.)"""
     row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
     col_tile = _TILE_BYTES // (itemsize * row_block)
-    return row_block, int(min(4096, max(64, col_tile - col_tile % 16)))
+    col_tile = int(min(4096, max(64, col_tile - col_tile % 16)))
+    n_blocks = -(-n_rows // row_block)
+    narrowest = max(16, _MIN_TILE_ROW_BYTES // itemsize)
+    while (n_threads > 1 and col_tile // 2 >= narrowest
+           and n_blocks * -(-m_out // col_tile) < n_threads):
+        col_tile //= 2
+    return row_block, col_tile
 
 
 def _run(H, W, shift, P, V, out, to_csr, n_threads):
@@ -42,9 +58,9 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
         indptr = np.zeros(n_rows + 1, np.int64)
     if P is None:
         P, V = np.empty((n_rows, 0), dtype), np.empty((0, W.shape[1]), dtype)
-    row_block, col_tile = _tiling(n_rows, dtype.itemsize)
     inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
     threads = threads_for_work(n_threads, inner * W.shape[1])
+    row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads)
     with blas_threads_limited(1):
         return tile_product(
             sp.issparse(H), dense, data, indices, indptr, n_rows, m_in,
