@@ -646,10 +646,18 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
     # starting offsets.
     for i in range(n_passes * n_digits):
         histogram[i] = 0
-    for i in range(count):
-        key = cols[i]
-        for pass_ in range(n_passes):
-            histogram[pass_ * n_digits + ((key >> (pass_ * digit_bits)) & (n_digits - 1))] += 1
+    if n_passes == 2:
+        # The common case (up to 2**22 neurons), without the loop over
+        # passes, which made counting cost as much as a scatter pass.
+        for i in range(count):
+            key = cols[i]
+            histogram[key & (n_digits - 1)] += 1
+            histogram[n_digits + ((key >> digit_bits) & (n_digits - 1))] += 1
+    else:
+        for i in range(count):
+            key = cols[i]
+            for pass_ in range(n_passes):
+                histogram[pass_ * n_digits + ((key >> (pass_ * digit_bits)) & (n_digits - 1))] += 1
     for pass_ in range(n_passes):
         total = 0
         for i in range(pass_ * n_digits, (pass_ + 1) * n_digits):
