@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import rtol_for
 
+from subquad.linalg import threshold as threshold_module
 from subquad.linalg import (
     LowRankWeight,
     blocked_gemm,
@@ -187,6 +188,23 @@ def test_thread_counts_agree(dtype):
     np.testing.assert_array_equal(one.indices, two.indices)
     np.testing.assert_array_equal(one.indptr, two.indptr)
     np.testing.assert_allclose(one.data, two.data, rtol=rtol_for(dtype))
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
+def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse):
+    # 1024 columns fit one default tile; with 2 threads they are cut into
+    # one tile per thread, each emitting its own columns of every row.
+    itemsize = np.dtype(dtype).itemsize
+    assert threshold_module._tiling(128, 1024, itemsize, 2)[1] <= 512
+    assert threshold_module._tiling(128, 1024, itemsize, 1)[1] >= 1024
+    rng = np.random.default_rng(9)
+    H = random_csr(rng, 128, 1000, 0.05, dtype)
+    W = rng.standard_normal((1000, 1024)).astype(dtype)
+    Hin = H if sparse else H.toarray()
+    one, two = (threshold_matmul(Hin, W, 1.0, n_threads=t) for t in THREADS)
+    assert_csr_matches(two, threshold_reference(H, W, 1.0), dtype)
+    np.testing.assert_array_equal(one.indices, two.indices)
+    np.testing.assert_array_equal(one.indptr, two.indptr)
 
 
 def test_threshold_matmul_memory_stays_near_output_size():
