@@ -191,14 +191,16 @@ def test_thread_counts_agree(dtype):
 
 
 @pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
-def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse):
+@pytest.mark.parametrize("n", [128, 100])
+def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):
     # 1024 columns fit one default tile; with 2 threads they are cut into
     # one tile per thread, each emitting its own columns of every row.
     itemsize = np.dtype(dtype).itemsize
-    assert threshold_module._tiling(128, 1024, itemsize, 2)[1] <= 512
-    assert threshold_module._tiling(128, 1024, itemsize, 1)[1] >= 1024
+    narrowed = threshold_module._tiling(n, 1024, itemsize, 2)[1]
+    assert narrowed <= 640 and narrowed % 16 == 0
+    assert threshold_module._tiling(n, 1024, itemsize, 1)[1] >= 1024
     rng = np.random.default_rng(9)
-    H = random_csr(rng, 128, 1000, 0.05, dtype)
+    H = random_csr(rng, n, 1000, 0.05, dtype)
     W = rng.standard_normal((1000, 1024)).astype(dtype)
     Hin = H if sparse else H.toarray()
     one, two = (threshold_matmul(Hin, W, 1.0, n_threads=t) for t in THREADS)

@@ -33,8 +33,9 @@ _AUTO_SAMPLE_EVERY = 64
 # and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
 # machine (bench/active_index_cost_model.py, run single-threaded; its
 # predictions fall within 0.52-1.34x of the tree's measurements, 0.52-1.25x
-# of brute's: single timings on this machine swing that much). Brute: every neuron goes through a blocked GEMM and the
-# threshold scan; each active one is staged and scattered into CSR. Tree:
+# of brute's: single timings on this machine swing that much). Brute:
+# every neuron goes through a blocked GEMM and the threshold scan; each
+# active one is staged and scattered into CSR. Tree:
 # testing a node's bounds against a query (8 queries per vector
 # operation), evaluating a neuron of a scanned leaf (16 per vector
 # operation), and staging and radix-sorting an active neuron by column.

@@ -33,7 +33,7 @@ def _tiling(n_rows, m_out, itemsize, n_threads):
     narrowest = max(16, _MIN_TILE_ROW_BYTES // itemsize)
     while (n_threads > 1 and col_tile // 2 >= narrowest
            and n_blocks * -(-m_out // col_tile) < n_threads):
-        col_tile //= 2
+        col_tile = col_tile // 2 - col_tile // 2 % 16
     return row_block, col_tile
 
 
