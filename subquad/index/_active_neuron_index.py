@@ -35,10 +35,10 @@ _AUTO_SAMPLE_EVERY = 64
 # predictions fall within 0.52-1.34x of the tree's measurements, 0.52-1.25x
 # of brute's: single timings on this machine swing that much). Brute:
 # every neuron goes through a blocked GEMM and the threshold scan; each
-# active one is staged and scattered into CSR. Tree:
-# testing a node's bounds against a query (8 queries per vector
-# operation), evaluating a neuron of a scanned leaf (16 per vector
-# operation), and staging and radix-sorting an active neuron by column.
+# active one is staged and scattered into CSR. Tree: testing a node's
+# bounds against a query (8 queries per vector operation), evaluating a
+# neuron of a scanned leaf (16 per vector operation), and staging and
+# radix-sorting an active neuron by column.
 _BRUTE_NS_PER_NEURON = 1.01
 _BRUTE_NS_PER_MULTIPLY_ADD = 0.0158
 _BRUTE_NS_PER_ACTIVE = 20.1
