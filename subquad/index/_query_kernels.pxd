@@ -5,7 +5,7 @@
 # block holds an active lane or a node prunes a query is close to a coin
 # toss, and mispredicted branches cost more than the arithmetic
 # (bench/active_index.py, dim 8).
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 
 cdef extern from *:
     """
@@ -23,95 +23,26 @@ cdef extern from *:
        is for, so that the loop over coordinates is unrolled. */
     #define SUBQUAD_BY_DIM(KERNEL, dim, ...)                                          \\
         switch (dim) {                                                              \\
-        case 1: return KERNEL(1, __VA_ARGS__);                                      \\
-        case 2: return KERNEL(2, __VA_ARGS__);                                      \\
-        case 3: return KERNEL(3, __VA_ARGS__);                                      \\
-        case 4: return KERNEL(4, __VA_ARGS__);                                      \\
-        case 5: return KERNEL(5, __VA_ARGS__);                                      \\
-        case 6: return KERNEL(6, __VA_ARGS__);                                      \\
-        case 7: return KERNEL(7, __VA_ARGS__);                                      \\
-        case 8: return KERNEL(8, __VA_ARGS__);                                      \\
-        default: return KERNEL(dim, __VA_ARGS__);                                   \\
+        case 1: KERNEL(1, __VA_ARGS__); break;                                      \\
+        case 2: KERNEL(2, __VA_ARGS__); break;                                      \\
+        case 3: KERNEL(3, __VA_ARGS__); break;                                      \\
+        case 4: KERNEL(4, __VA_ARGS__); break;                                      \\
+        case 5: KERNEL(5, __VA_ARGS__); break;                                      \\
+        case 6: KERNEL(6, __VA_ARGS__); break;                                      \\
+        case 7: KERNEL(7, __VA_ARGS__); break;                                      \\
+        case 8: KERNEL(8, __VA_ARGS__); break;                                      \\
+        default: KERNEL(dim, __VA_ARGS__);                                          \\
         }
 
-    /* ---- one block of 16 neurons (coordinate a of lane j at w[16 a + j])
-       against one query x: values <w_j, x> - b, in the working dtype, with
-       two accumulators to halve the chain of dependent multiply-adds.
+    /* ---- portable kernels: one block of 16 neurons (coordinate a of
+       lane j at w[16 a + j]) against one query x, values <w_j, x> - b in
+       the working dtype with two accumulators (even and odd coordinates),
+       the same order of operations as the AVX-512 leaf kernels below.
        Among the lanes in `in_range`, `count` returns the number of active
        ones (value > 0); `emit` packs their ids and values to the front of
        cols and vals, writing 16 entries whatever the count, and returns
        the count. */
-    #ifdef SUBQUAD_INDEX_AVX512
-    SUBQUAD_ALWAYS_INLINE __m512 subquad_block_f32(Py_ssize_t dim, const float* w,
-                                                   const float* x, float b) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        Py_ssize_t a = 0;
-        for (; a + 1 < dim; a += 2) {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a + 16), _mm512_set1_ps(x[a + 1]), acc1);
-        }
-        if (a < dim)
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * a), _mm512_set1_ps(x[a]), acc0);
-        return _mm512_sub_ps(_mm512_add_ps(acc0, acc1), _mm512_set1_ps(b));
-    }
-    /* Lanes 0-7 in lo, 8-15 in hi. */
-    SUBQUAD_ALWAYS_INLINE void subquad_block_f64(Py_ssize_t dim, const double* w,
-                                                 const double* x, double b,
-                                                 __m512d* lo, __m512d* hi) {
-        __m512d lo0 = _mm512_setzero_pd(), hi0 = _mm512_setzero_pd();
-        __m512d lo1 = _mm512_setzero_pd(), hi1 = _mm512_setzero_pd();
-        Py_ssize_t a = 0;
-        for (; a + 1 < dim; a += 2) {
-            __m512d x0 = _mm512_set1_pd(x[a]), x1 = _mm512_set1_pd(x[a + 1]);
-            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
-            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
-            lo1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 16), x1, lo1);
-            hi1 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 24), x1, hi1);
-        }
-        if (a < dim) {
-            __m512d x0 = _mm512_set1_pd(x[a]);
-            lo0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a), x0, lo0);
-            hi0 = _mm512_fmadd_pd(_mm512_loadu_pd(w + 16 * a + 8), x0, hi0);
-        }
-        *lo = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), _mm512_set1_pd(b));
-        *hi = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), _mm512_set1_pd(b));
-    }
-    SUBQUAD_ALWAYS_INLINE int subquad_block_count_f32(Py_ssize_t dim, const float* w,
-                                                      const float* x, float b, unsigned in_range) {
-        return _mm_popcnt_u32(_mm512_mask_cmp_ps_mask(
-            (__mmask16) in_range, subquad_block_f32(dim, w, x, b), _mm512_setzero_ps(), _CMP_GT_OQ));
-    }
-    SUBQUAD_ALWAYS_INLINE int subquad_block_count_f64(Py_ssize_t dim, const double* w,
-                                                      const double* x, double b, unsigned in_range) {
-        __m512d lo, hi;
-        subquad_block_f64(dim, w, x, b, &lo, &hi);
-        return _mm_popcnt_u32(_mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ))
-             + _mm_popcnt_u32(_mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ));
-    }
-    SUBQUAD_ALWAYS_INLINE int subquad_block_emit_f32(Py_ssize_t dim, const float* w,
-                                                     const float* x, float b, unsigned in_range,
-                                                     const int32_t* ids, int32_t* cols, float* vals) {
-        __m512 v = subquad_block_f32(dim, w, x, b);
-        __mmask16 m = _mm512_mask_cmp_ps_mask((__mmask16) in_range, v, _mm512_setzero_ps(), _CMP_GT_OQ);
-        _mm512_storeu_ps(vals, _mm512_maskz_compress_ps(m, v));
-        _mm512_storeu_si512(cols, _mm512_maskz_compress_epi32(m, _mm512_loadu_si512(ids)));
-        return _mm_popcnt_u32(m);
-    }
-    SUBQUAD_ALWAYS_INLINE int subquad_block_emit_f64(Py_ssize_t dim, const double* w,
-                                                     const double* x, double b, unsigned in_range,
-                                                     const int32_t* ids, int32_t* cols, double* vals) {
-        __m512d lo, hi;
-        subquad_block_f64(dim, w, x, b, &lo, &hi);
-        __mmask8 m_lo = _mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ);
-        __mmask8 m_hi = _mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ);
-        int n_lo = _mm_popcnt_u32(m_lo);
-        _mm512_storeu_pd(vals, _mm512_maskz_compress_pd(m_lo, lo));
-        _mm512_storeu_pd(vals + n_lo, _mm512_maskz_compress_pd(m_hi, hi));
-        _mm512_storeu_si512(cols, _mm512_maskz_compress_epi32(
-            (__mmask16) (m_lo | ((unsigned) m_hi << 8)), _mm512_loadu_si512(ids)));
-        return n_lo + _mm_popcnt_u32(m_hi);
-    }
-    #else
+    #ifndef SUBQUAD_INDEX_AVX512
     /* Loops over the 16 lanes, which compilers vectorise for their target;
        emitting writes every lane and advances by the test's outcome. */
     #define SUBQUAD_BLOCK_KERNELS(SUFFIX, T)                                           \\
@@ -158,52 +89,147 @@ cdef extern from *:
     SUBQUAD_BLOCK_KERNELS(f64, double)
     #endif
 
-    /* ---- a span of n_blocks consecutive blocks against one query; lanes
-       of the first block are masked by `first`, of the last by `last` (both
-       apply to a single block); `emit` writes the active lanes block after
-       block (room for their count + 16 needed). For dim <= 8 the kernel is
-       instantiated with dim a constant and x copied to a local array no
-       store can alias, so the coordinates' broadcasts stay in registers
-       for the whole span. */
+    /* ---- one leaf (n_blocks consecutive blocks) against the listed
+       queries `scan` (rows of X, dim apart); lanes of the first block are
+       masked by `first`, of the last by `last` (both apply to a single
+       block). Blocks are taken one at a time and every query is evaluated
+       against it: the loop over queries is long and its iterations are
+       independent, so they overlap in the pipeline, where a loop over a
+       leaf's few blocks per query ended in a mispredicted exit and a
+       latency-bound chain of multiply-adds (perf, bench/active_index.py
+       dim 8). `count` adds each query's active lanes to counts[q]; `emit`
+       also writes their ids and values at cols[q] + counts[q] and
+       vals[q] + counts[q], block after block (room for the count + 16
+       needed). With AVX-512 and dim <= 8 the block's coordinates stay in
+       registers for all queries; dim is a constant there (SUBQUAD_BY_DIM). */
     #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
         (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
-    #define SUBQUAD_SPAN_KERNELS(SUFFIX, T)                                            \\
-    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_span_dim_##SUFFIX(                        \\
-            Py_ssize_t dim, int emit, const T* w, Py_ssize_t n_blocks, const T* x,     \\
-            T b, unsigned first, unsigned last, const int32_t* ids, int32_t* cols,     \\
-            T* vals) {                                                                 \\
-        T local[8];                                                                \\
-        const T* xs = x;                                                           \\
-        Py_ssize_t a, k, count = 0;                                                \\
-        if (dim <= 8) {                                                            \\
-            for (a = 0; a < dim; a++) local[a] = x[a];                             \\
-            xs = local;                                                            \\
-        }                                                                          \\
-        for (k = 0; k < n_blocks; k++) {                                           \\
-            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);       \\
-            if (emit)                                                              \\
-                count += subquad_block_emit_##SUFFIX(dim, w + k * dim * 16, xs, b,   \\
-                    in_range, ids + 16 * k, cols + count, vals + count);             \\
-            else                                                                   \\
-                count += subquad_block_count_##SUFFIX(dim, w + k * dim * 16, xs, b,  \\
-                                                      in_range);                     \\
-        }                                                                          \\
-        return count;                                                              \\
-    }                                                                              \\
-    static inline Py_ssize_t subquad_span_count_##SUFFIX(                              \\
-            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
-            unsigned first, unsigned last) {                                           \\
-        SUBQUAD_BY_DIM(subquad_span_dim_##SUFFIX, dim, 0, w, n_blocks, x, b, first, last, \\
-                       NULL, NULL, NULL)                                             \\
-    }                                                                              \\
-    static inline Py_ssize_t subquad_span_emit_##SUFFIX(                               \\
-            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, const T* x, T b,          \\
-            unsigned first, unsigned last, const int32_t* ids, int32_t* cols, T* vals) { \\
-        SUBQUAD_BY_DIM(subquad_span_dim_##SUFFIX, dim, 1, w, n_blocks, x, b, first, last, \\
-                       ids, cols, vals)                                              \\
+    #ifdef SUBQUAD_INDEX_AVX512
+    SUBQUAD_ALWAYS_INLINE void subquad_leaf_dim_f32(
+            Py_ssize_t dim, int emit, const float* w, Py_ssize_t n_blocks, unsigned first,
+            unsigned last, const float* X, const int32_t* scan, Py_ssize_t n_scan, float b,
+            const int32_t* ids, int64_t* counts, int32_t* const* cols, float* const* vals) {
+        const __m512 vb = _mm512_set1_ps(b);
+        Py_ssize_t a, k, i;
+        for (k = 0; k < n_blocks; k++) {
+            const float* wk = w + k * dim * 16;
+            const __mmask16 in_range = (__mmask16) SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
+            const __m512i id = emit ? _mm512_loadu_si512(ids + 16 * k) : _mm512_setzero_si512();
+            __m512 held[8];
+            for (a = 0; a < dim && a < 8; a++) held[a] = _mm512_loadu_ps(wk + 16 * a);
+            #define SUBQUAD_W(a) (dim <= 8 ? held[a] : _mm512_loadu_ps(wk + 16 * (a)))
+            for (i = 0; i < n_scan; i++) {
+                const Py_ssize_t q = scan[i];
+                const float* x = X + q * dim;
+                __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+                for (a = 0; a + 1 < dim; a += 2) {
+                    acc0 = _mm512_fmadd_ps(SUBQUAD_W(a), _mm512_set1_ps(x[a]), acc0);
+                    acc1 = _mm512_fmadd_ps(SUBQUAD_W(a + 1), _mm512_set1_ps(x[a + 1]), acc1);
+                }
+                if (a < dim) acc0 = _mm512_fmadd_ps(SUBQUAD_W(a), _mm512_set1_ps(x[a]), acc0);
+                const __m512 v = _mm512_sub_ps(_mm512_add_ps(acc0, acc1), vb);
+                const __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_GT_OQ);
+                const int64_t c = counts[q];
+                if (emit) {
+                    _mm512_storeu_ps(vals[q] + c, _mm512_maskz_compress_ps(m, v));
+                    _mm512_storeu_si512(cols[q] + c, _mm512_maskz_compress_epi32(m, id));
+                }
+                counts[q] = c + _mm_popcnt_u32(m);
+            }
+            #undef SUBQUAD_W
+        }
     }
-    SUBQUAD_SPAN_KERNELS(f32, float)
-    SUBQUAD_SPAN_KERNELS(f64, double)
+    SUBQUAD_ALWAYS_INLINE void subquad_leaf_dim_f64(
+            Py_ssize_t dim, int emit, const double* w, Py_ssize_t n_blocks, unsigned first,
+            unsigned last, const double* X, const int32_t* scan, Py_ssize_t n_scan, double b,
+            const int32_t* ids, int64_t* counts, int32_t* const* cols, double* const* vals) {
+        const __m512d vb = _mm512_set1_pd(b);
+        Py_ssize_t a, k, i;
+        for (k = 0; k < n_blocks; k++) {
+            const double* wk = w + k * dim * 16;
+            const unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
+            const __m512i id = emit ? _mm512_loadu_si512(ids + 16 * k) : _mm512_setzero_si512();
+            __m512d held_lo[8], held_hi[8];
+            for (a = 0; a < dim && a < 8; a++) {
+                held_lo[a] = _mm512_loadu_pd(wk + 16 * a);
+                held_hi[a] = _mm512_loadu_pd(wk + 16 * a + 8);
+            }
+            #define SUBQUAD_W_LO(a) (dim <= 8 ? held_lo[a] : _mm512_loadu_pd(wk + 16 * (a)))
+            #define SUBQUAD_W_HI(a) (dim <= 8 ? held_hi[a] : _mm512_loadu_pd(wk + 16 * (a) + 8))
+            for (i = 0; i < n_scan; i++) {
+                const Py_ssize_t q = scan[i];
+                const double* x = X + q * dim;
+                __m512d lo0 = _mm512_setzero_pd(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+                for (a = 0; a + 1 < dim; a += 2) {
+                    const __m512d x0 = _mm512_set1_pd(x[a]), x1 = _mm512_set1_pd(x[a + 1]);
+                    lo0 = _mm512_fmadd_pd(SUBQUAD_W_LO(a), x0, lo0);
+                    hi0 = _mm512_fmadd_pd(SUBQUAD_W_HI(a), x0, hi0);
+                    lo1 = _mm512_fmadd_pd(SUBQUAD_W_LO(a + 1), x1, lo1);
+                    hi1 = _mm512_fmadd_pd(SUBQUAD_W_HI(a + 1), x1, hi1);
+                }
+                if (a < dim) {
+                    const __m512d x0 = _mm512_set1_pd(x[a]);
+                    lo0 = _mm512_fmadd_pd(SUBQUAD_W_LO(a), x0, lo0);
+                    hi0 = _mm512_fmadd_pd(SUBQUAD_W_HI(a), x0, hi0);
+                }
+                const __m512d lo = _mm512_sub_pd(_mm512_add_pd(lo0, lo1), vb);
+                const __m512d hi = _mm512_sub_pd(_mm512_add_pd(hi0, hi1), vb);
+                const __mmask8 m_lo = _mm512_mask_cmp_pd_mask((__mmask8) in_range, lo, _mm512_setzero_pd(), _CMP_GT_OQ);
+                const __mmask8 m_hi = _mm512_mask_cmp_pd_mask((__mmask8) (in_range >> 8), hi, _mm512_setzero_pd(), _CMP_GT_OQ);
+                const int n_lo = _mm_popcnt_u32(m_lo);
+                const int64_t c = counts[q];
+                if (emit) {
+                    _mm512_storeu_pd(vals[q] + c, _mm512_maskz_compress_pd(m_lo, lo));
+                    _mm512_storeu_pd(vals[q] + c + n_lo, _mm512_maskz_compress_pd(m_hi, hi));
+                    _mm512_storeu_si512(cols[q] + c, _mm512_maskz_compress_epi32(
+                        (__mmask16) (m_lo | ((unsigned) m_hi << 8)), id));
+                }
+                counts[q] = c + n_lo + _mm_popcnt_u32(m_hi);
+            }
+            #undef SUBQUAD_W_LO
+            #undef SUBQUAD_W_HI
+        }
+    }
+    #else
+    #define SUBQUAD_LEAF_KERNEL(SUFFIX, T)                                             \\
+    SUBQUAD_ALWAYS_INLINE void subquad_leaf_dim_##SUFFIX(                              \\
+            Py_ssize_t dim, int emit, const T* w, Py_ssize_t n_blocks, unsigned first,  \\
+            unsigned last, const T* X, const int32_t* scan, Py_ssize_t n_scan, T b,     \\
+            const int32_t* ids, int64_t* counts, int32_t* const* cols, T* const* vals) { \\
+        Py_ssize_t k, i, q;                                                        \\
+        for (k = 0; k < n_blocks; k++) {                                           \\
+            const T* wk = w + k * dim * 16;                                        \\
+            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);       \\
+            for (i = 0; i < n_scan; i++) {                                         \\
+                q = scan[i];                                                       \\
+                if (emit)                                                          \\
+                    counts[q] += subquad_block_emit_##SUFFIX(dim, wk, X + q * dim, b,  \\
+                        in_range, ids + 16 * k, cols[q] + counts[q], vals[q] + counts[q]); \\
+                else                                                               \\
+                    counts[q] += subquad_block_count_##SUFFIX(dim, wk, X + q * dim, b, \\
+                                                              in_range);             \\
+            }                                                                      \\
+        }                                                                          \\
+    }
+    SUBQUAD_LEAF_KERNEL(f32, float)
+    SUBQUAD_LEAF_KERNEL(f64, double)
+    #endif
+    #define SUBQUAD_LEAF_KERNELS(SUFFIX, T)                                            \\
+    static inline void subquad_leaf_count_##SUFFIX(                                    \\
+            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last, \\
+            const T* X, const int32_t* scan, Py_ssize_t n_scan, T b, int64_t* counts) { \\
+        SUBQUAD_BY_DIM(subquad_leaf_dim_##SUFFIX, dim, 0, w, n_blocks, first, last, X, \\
+                       scan, n_scan, b, NULL, counts, NULL, NULL)                    \\
+    }                                                                              \\
+    static inline void subquad_leaf_emit_##SUFFIX(                                     \\
+            const T* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last, \\
+            const T* X, const int32_t* scan, Py_ssize_t n_scan, T b, const int32_t* ids, \\
+            int64_t* counts, int32_t* const* cols, T* const* vals) {                   \\
+        SUBQUAD_BY_DIM(subquad_leaf_dim_##SUFFIX, dim, 1, w, n_blocks, first, last, X, \\
+                       scan, n_scan, b, ids, counts, cols, vals)                     \\
+    }
+    SUBQUAD_LEAF_KERNELS(f32, float)
+    SUBQUAD_LEAF_KERNELS(f64, double)
 
     /* ---- one node against a list of queries, stored by coordinate: row a
        (a < dim) holds coordinate a of every query, in float64, row dim
@@ -311,20 +337,22 @@ cdef extern from *:
         return pruned;
     }
     """
-    Py_ssize_t span_count_f32 "subquad_span_count_f32"(
-        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, const float* x, float b,
-        unsigned first, unsigned last) noexcept nogil
-    Py_ssize_t span_count_f64 "subquad_span_count_f64"(
-        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, const double* x, double b,
-        unsigned first, unsigned last) noexcept nogil
-    Py_ssize_t span_emit_f32 "subquad_span_emit_f32"(
-        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, const float* x, float b,
-        unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
-        float* vals) noexcept nogil
-    Py_ssize_t span_emit_f64 "subquad_span_emit_f64"(
-        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, const double* x, double b,
-        unsigned first, unsigned last, const int32_t* ids, int32_t* cols,
-        double* vals) noexcept nogil
+    void leaf_count_f32 "subquad_leaf_count_f32"(
+        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last,
+        const float* X, const int32_t* scan, Py_ssize_t n_scan, float b,
+        int64_t* counts) noexcept nogil
+    void leaf_count_f64 "subquad_leaf_count_f64"(
+        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last,
+        const double* X, const int32_t* scan, Py_ssize_t n_scan, double b,
+        int64_t* counts) noexcept nogil
+    void leaf_emit_f32 "subquad_leaf_emit_f32"(
+        const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last,
+        const float* X, const int32_t* scan, Py_ssize_t n_scan, float b, const int32_t* ids,
+        int64_t* counts, int32_t** cols, float** vals) noexcept nogil
+    void leaf_emit_f64 "subquad_leaf_emit_f64"(
+        const double* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last,
+        const double* X, const int32_t* scan, Py_ssize_t n_scan, double b, const int32_t* ids,
+        int64_t* counts, int32_t** cols, double** vals) noexcept nogil
     Py_ssize_t node_test "subquad_node_test"(
         const double* bound, Py_ssize_t dim, double b, double slack_factor, double abs_slack,
         int leaf, const double* xs, Py_ssize_t stride, const int32_t* ids, Py_ssize_t n,
@@ -336,25 +364,29 @@ cdef extern from *:
 from cython cimport floating
 
 
-cdef inline Py_ssize_t span_count(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
-                                  const floating* x, floating b, unsigned first,
-                                  unsigned last) noexcept nogil:
-    """Active lanes (<w_j, x> - b > 0) of `n_blocks` consecutive packed
-    blocks, the first one's lanes masked by `first`, the last one's by
+cdef inline void leaf_count(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
+                            unsigned first, unsigned last, const floating* X,
+                            const int32_t* scan, Py_ssize_t n_scan, floating b,
+                            int64_t* counts) noexcept nogil:
+    """Add to counts[q] the active lanes (<w_j, x_q> - b > 0) of `n_blocks`
+    consecutive packed blocks, for the queries q listed in `scan` (rows of
+    X); the first block's lanes are masked by `first`, the last one's by
     `last`."""
     if floating is float:
-        return span_count_f32(w, dim, n_blocks, x, b, first, last)
+        leaf_count_f32(w, dim, n_blocks, first, last, X, scan, n_scan, b, counts)
     else:
-        return span_count_f64(w, dim, n_blocks, x, b, first, last)
+        leaf_count_f64(w, dim, n_blocks, first, last, X, scan, n_scan, b, counts)
 
 
-cdef inline Py_ssize_t span_emit(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
-                                 const floating* x, floating b, unsigned first, unsigned last,
-                                 const int32_t* ids, int32_t* cols, floating* vals) noexcept nogil:
-    """Write the active lanes' ids and values <w_j, x> - b, block after
-    block, to `cols` and `vals` (room for their count + 16 needed) and
-    return their count."""
+cdef inline void leaf_emit(const floating* w, Py_ssize_t dim, Py_ssize_t n_blocks,
+                           unsigned first, unsigned last, const floating* X,
+                           const int32_t* scan, Py_ssize_t n_scan, floating b,
+                           const int32_t* ids, int64_t* counts, int32_t** cols,
+                           floating** vals) noexcept nogil:
+    """As `leaf_count`, also writing each active lane's id and value
+    <w_j, x_q> - b at cols[q] + counts[q], vals[q] + counts[q] (room for the
+    count + 16 needed), block after block."""
     if floating is float:
-        return span_emit_f32(w, dim, n_blocks, x, b, first, last, ids, cols, vals)
+        leaf_emit_f32(w, dim, n_blocks, first, last, X, scan, n_scan, b, ids, counts, cols, vals)
     else:
-        return span_emit_f64(w, dim, n_blocks, x, b, first, last, ids, cols, vals)
+        leaf_emit_f64(w, dim, n_blocks, first, last, X, scan, n_scan, b, ids, counts, cols, vals)

@@ -61,7 +61,7 @@ import numpy as np
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
-from ._query_kernels cimport node_test, span_count, span_emit
+from ._query_kernels cimport leaf_count, leaf_emit, node_test
 
 cdef enum:
     # A tree whose every split leaves at least a quarter on each side is
@@ -91,8 +91,6 @@ cdef enum:
     LANES = 16
     # Most queries walked through the tree together (see _query_batch).
     BATCH = 256
-    # Bytes of packed blocks a leaf scan keeps in L1 for all its queries.
-    SPAN_BYTES = 16384
 
 
 # The block width, for callers allocating the packed layout.
@@ -442,46 +440,36 @@ def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,
 cdef int _scan(
     const floating* blocks, int64_t dim, int64_t p0, int64_t p1, const floating* X,
     const int32_t* queries, int64_t n_queries, floating b, const int32_t* ids,
-    Staging* staging, int64_t* counts, bint count_only,
+    Staging* staging, int64_t* counts, bint count_only, int32_t** cols, floating** vals,
 ) noexcept nogil:
     """Evaluate tree positions [p0, p1) for the listed queries (rows of X);
-    add the number of active ones to counts[q] if count_only, else append
-    them (original index, value) to staging[q]. Returns 0, or -1 when out
-    of memory.
-
-    The blocks are taken in spans of at most SPAN_BYTES, which stay in L1
-    while every query is evaluated against the whole span in turn: the
-    query's coordinates stay in registers and its output is written in one
-    run (a block at a time for all queries stored to as many places)."""
+    add the number of active ones to counts[q], and unless count_only
+    append them (original index, value) to staging[q], whose size counts[q]
+    is. `cols` and `vals` have room for a pointer per query of the batch.
+    Returns 0, or -1 when out of memory."""
     cdef Staging* s
-    cdef int64_t i, q, start, stop
+    cdef int64_t i, q
     cdef int64_t first_block = p0 // LANES
     cdef int64_t end_block = (p1 + LANES - 1) // LANES
-    cdef int64_t span = max(1, SPAN_BYTES // (dim * LANES * <int64_t> sizeof(floating)))
-    cdef unsigned first, last
-    cdef const floating* w
-    if not count_only:
-        for i in range(n_queries):
-            # A block's output is written 16 entries wide.
-            if reserve(staging + queries[i], p1 - p0 + LANES, sizeof(floating), False) < 0:
-                return -1
-    start = first_block
-    while start < end_block:
-        stop = min(start + span, end_block)
-        # Lanes inside [p0, p1) of the span's first and last blocks.
-        first = 0xFFFFu & (0xFFFFu << max(p0 - start * LANES, 0))
-        last = 0xFFFFu >> (LANES - min(p1 - (stop - 1) * LANES, LANES))
-        w = blocks + start * dim * LANES
-        for i in range(n_queries):
-            q = queries[i]
-            if count_only:
-                counts[q] += span_count(w, dim, stop - start, X + q * dim, b, first, last)
-            else:
-                s = staging + q
-                s.size += span_emit(w, dim, stop - start, X + q * dim, b, first, last,
-                                    ids + start * LANES, s.cols + s.size,
-                                    <floating*> s.vals + s.size)
-        start = stop
+    # Lanes inside [p0, p1) of the first and last blocks.
+    cdef unsigned first = 0xFFFFu & (0xFFFFu << (p0 - first_block * LANES))
+    cdef unsigned last = 0xFFFFu >> (LANES - min(p1 - (end_block - 1) * LANES, LANES))
+    cdef const floating* w = blocks + first_block * dim * LANES
+    if count_only:
+        leaf_count(w, dim, end_block - first_block, first, last, X, queries, n_queries, b,
+                   counts)
+        return 0
+    for i in range(n_queries):
+        q = queries[i]
+        s = staging + q
+        s.size = counts[q]
+        # A block's output is written 16 entries wide.
+        if reserve(s, p1 - p0 + LANES, sizeof(floating), False) < 0:
+            return -1
+        cols[q] = s.cols
+        vals[q] = <floating*> s.vals
+    leaf_emit(w, dim, end_block - first_block, first, last, X, queries, n_queries, b,
+              ids + first_block * LANES, counts, cols, vals)
     return 0
 
 
@@ -494,20 +482,22 @@ cdef int _query_batch(
     const double* x_norms, double slack_factor, double abs_slack,
     const floating* blocks, const int32_t* ids, const int64_t* nodes,
     const double* bounds, Staging* staging, int64_t* counts, bint count_only,
-    double* lists, int32_t* list_ids, Frame* frames, int32_t* scan, int64_t* stats,
+    double* lists, int32_t* list_ids, Frame* frames, int32_t* scan, int32_t** cols,
+    floating** vals, int64_t* stats,
 ) noexcept nogil:
     """Depth-first walk of the tree for a batch of queries at once (rows of
     X): each node is tested against the queries still alive at its parent,
     and evaluated for those that need it while its neurons sit in cache,
     so a node's data is read once per batch, not once per query. Active
-    neurons of query q are appended to staging[q] (tree order) and counted
-    in counts[q].
+    neurons of query q are counted in counts[q] (which starts at 0) and,
+    unless count_only, appended to staging[q] in tree order.
 
     The queries alive at a node are kept as a list stored by coordinate
     (see `node_test`), in float64: `lists` has room for MAX_DEPTH + 2
     lists of (dim + 1) * round_up8(n_queries) values, `list_ids` for as
-    many lists of ids, `frames` for 2 * MAX_DEPTH + 4 frames and `scan` for
-    2 * round_up8(n_queries) + 16 ids. Returns 0, or -1 when out of memory."""
+    many lists of ids, `frames` for 2 * MAX_DEPTH + 4 frames, `scan` for
+    2 * round_up8(n_queries) + 16 ids, `cols` and `vals` for n_queries
+    pointers. Returns 0, or -1 when out of memory."""
     cdef int64_t top, node, i, q, a, size, stride, child_stride, child_values, child_ids
     cdef Py_ssize_t n_scan, n_whole, n_children
     cdef int64_t evaluated = 0, visited = 0, pruned = 0, whole = 0
@@ -568,11 +558,8 @@ cdef int _query_batch(
             top += 2
         evaluated += n_scan * size
         if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
-                                b, ids, staging, counts, count_only) < 0:
+                                b, ids, staging, counts, count_only, cols, vals) < 0:
             return -1
-    if not count_only:
-        for q in range(n_queries):
-            counts[q] = staging[q].size
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
     stats[STAT_PRUNED] += pruned
@@ -745,6 +732,8 @@ def tree_query(
     cdef double* lists
     cdef int32_t* list_ids
     cdef int32_t* scan
+    cdef int32_t** cols
+    cdef floating** vals
     cdef Frame* frames
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
@@ -758,8 +747,11 @@ def tree_query(
                 list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
                 scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
                 frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
+                cols = <int32_t**> malloc(batch * sizeof(int32_t*))
+                vals = <floating**> malloc(batch * sizeof(floating*))
                 for c in prange(n_batches, schedule="dynamic"):
-                    if lists == NULL or list_ids == NULL or scan == NULL or frames == NULL:
+                    if (lists == NULL or list_ids == NULL or scan == NULL or frames == NULL
+                            or cols == NULL or vals == NULL):
                         failed += 1
                         continue
                     q0 = c * batch
@@ -768,12 +760,14 @@ def tree_query(
                             &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
                             &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
                             staging + q0, &counts[q0], count_only, lists, list_ids, frames,
-                            scan, &stats[tid, 0]) < 0:
+                            scan, cols, vals, &stats[tid, 0]) < 0:
                         failed += 1
                 free(lists)
                 free(list_ids)
                 free(scan)
                 free(frames)
+                free(cols)
+                free(vals)
         if failed:
             raise MemoryError("ActiveNeuronIndex: out of memory staging the output")
         stats_total = stats_arr[:, :N_STATS].sum(axis=0)
