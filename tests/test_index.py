@@ -253,16 +253,21 @@ def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
             np.testing.assert_array_equal(index.count(X, b), np.diff(A.indptr))
 
 
-def test_radix_sort_with_three_passes():
-    """Over 2**22 neurons the column keys need three radix passes (the sort
-    then reuses its input as scratch); the output must still be sorted
-    and exact."""
-    n = (1 << 22) + 3
-    W = np.zeros((n, 1), dtype=np.float32)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_active", [
+    (100003, 20),           # insertion sort
+    (100003, 5000),         # radix sort, two passes
+    ((1 << 22) + 3, 5000),  # keys of 23 bits: radix sort, three passes
+])
+def test_every_sort_of_a_query_row(dtype, n, n_active):
+    """Each way the tree sorts a query's entries by column (chosen by their
+    number and the key width) gives the columns in order with their exact
+    values, whatever order the tree found them in."""
+    W = np.zeros((n, 1), dtype=dtype)
     rng = np.random.default_rng(7)
-    active = np.sort(rng.choice(n, size=5000, replace=False))
+    active = np.sort(rng.choice(n, size=n_active, replace=False))
     W[active, 0] = rng.integers(1, 4, size=active.size)
-    X = np.array([[1.0], [2.0]], dtype=np.float32)
+    X = np.array([[1.0], [2.0]], dtype=dtype)
     A = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1024).query(X, 0.5)
     for row, scale in enumerate((1.0, 2.0)):
         np.testing.assert_array_equal(A.indices[A.indptr[row]:A.indptr[row + 1]], active)
