@@ -32,21 +32,21 @@ _AUTO_SAMPLE_EVERY = 64
 # least-squares fit (relative errors) over dims 2-16, leaves of 64 and 128
 # and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
 # machine (bench/active_index_cost_model.py, run single-threaded; its
-# predictions fall within 0.52-1.34x of the tree's measurements, 0.52-1.25x
+# predictions fall within 0.75-1.38x of the tree's measurements, 0.72-1.29x
 # of brute's: single timings on this machine swing that much). Brute:
 # every neuron goes through a blocked GEMM and the threshold scan; each
 # active one is staged and scattered into CSR. Tree: testing a node's
 # bounds against a query (8 queries per vector operation), evaluating a
 # neuron of a scanned leaf (16 per vector operation), and staging and
 # radix-sorting an active neuron by column.
-_BRUTE_NS_PER_NEURON = 1.01
-_BRUTE_NS_PER_MULTIPLY_ADD = 0.0158
-_BRUTE_NS_PER_ACTIVE = 20.1
-_TREE_NS_PER_NODE = 15.0
-_TREE_NS_PER_EVALUATION = 0.69
-_TREE_NS_PER_MULTIPLY_ADD = 0.046
-_TREE_NS_PER_ACTIVE = 17.5
-_TREE_NS_PER_SPILLED = 38.6
+_BRUTE_NS_PER_NEURON = 0.84
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.0119
+_BRUTE_NS_PER_ACTIVE = 18.7
+_TREE_NS_PER_NODE = 10.1
+_TREE_NS_PER_EVALUATION = 0.0
+_TREE_NS_PER_MULTIPLY_ADD = 0.095
+_TREE_NS_PER_ACTIVE = 16.2
+_TREE_NS_PER_SPILLED = 25.6
 # Active neurons of one query whose sort scratch (two 8-byte words each)
 # fits in half of a 2 MiB L2; beyond, each costs _TREE_NS_PER_SPILLED more.
 SORT_IN_CACHE = 65536
