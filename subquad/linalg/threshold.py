@@ -1,6 +1,8 @@
 """Fused thresholded product ``max(H @ W + bias - threshold, 0)`` into CSR,
 and the sparse-times-dense product, on the tiled engine."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,7 +63,10 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
     inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
     threads = threads_for_work(n_threads, inner * W.shape[1])
     row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads)
-    with blas_threads_limited(1):
+    # Capping BLAS costs ~0.1 ms of threadpoolctl per call: only when the
+    # engine calls it (a dense H or a low-rank correction).
+    calls_blas = not sp.issparse(H) or P.shape[1] > 0
+    with blas_threads_limited(1) if calls_blas else nullcontext():
         return tile_product(
             sp.issparse(H), dense, data, indices, indptr, n_rows, m_in,
             W_c, trans_w, P, V, shift, out, to_csr, threads, row_block, col_tile)
