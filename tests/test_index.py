@@ -238,10 +238,11 @@ def test_results_do_not_depend_on_threads(dtype, algorithm):
 def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
     """More queries than one batch per thread, neuron counts and leaves that
     are not multiples of the 16-neuron blocks (partial blocks at both ends
-    of a leaf and a padded last block), leaves longer than one span of
-    blocks the scan keeps in L1, thresholds of both signs (padding lanes of
-    a negative threshold would be > 0), integer data so the result is
-    exact; query agrees with count and with the brute path."""
+    of a leaf and a padded last block), leaves of one block up to all of
+    them, dims whose blocks are held in registers (<= 8) and not, thresholds
+    of both signs (padding lanes of a negative threshold would be > 0),
+    integer data so the result is exact; query agrees with count and with
+    the brute path."""
     rng = np.random.default_rng(dim)
     W = rng.integers(-4, 5, size=(16 * 37 + 5, dim)).astype(dtype)
     X = rng.integers(-3, 4, size=(600, dim)).astype(dtype)

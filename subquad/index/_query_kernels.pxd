@@ -1,6 +1,6 @@
-# Vector kernels of the tree query (see _tree.pyx): packed blocks of 16
-# neurons (one block, or a span of consecutive blocks) against one query,
-# and one node's bounds against a list of queries. They are written so
+# Vector kernels of the tree query (see _tree.pyx): a leaf's packed blocks
+# of 16 neurons against a list of queries, and one node's bounds against a
+# list of queries. They are written so
 # that no branch depends on the data: at ~1% active neurons, whether a
 # block holds an active lane or a node prunes a query is close to a coin
 # toss, and mispredicted branches cost more than the arithmetic
