@@ -100,8 +100,13 @@ cdef extern from *:
        dim 8). `count` adds each query's active lanes to counts[q]; `emit`
        also writes their ids and values at cols[q] + counts[q] and
        vals[q] + counts[q], block after block (room for the count + 16
-       needed). With AVX-512 and dim <= 8 the block's coordinates stay in
-       registers for all queries; dim is a constant there (SUBQUAD_BY_DIM). */
+       needed: the portable kernels write 16 entries per block). With
+       AVX-512, dim <= 8 keeps the block's coordinates in registers for all
+       queries (dim is a constant there, SUBQUAD_BY_DIM), and the output is
+       written by compress stores of the active lanes only: a block without
+       one writes nothing, where a full 64-byte store touched the tails of
+       the batch's ~256 outputs every time, more lines than L1 holds (the
+       query faster at d = 8, bench/active_index.py). */
     #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
         (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
     #ifdef SUBQUAD_INDEX_AVX512
@@ -131,8 +136,8 @@ cdef extern from *:
                 const __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_GT_OQ);
                 const int64_t c = counts[q];
                 if (emit) {
-                    _mm512_storeu_ps(vals[q] + c, _mm512_maskz_compress_ps(m, v));
-                    _mm512_storeu_si512(cols[q] + c, _mm512_maskz_compress_epi32(m, id));
+                    _mm512_mask_compressstoreu_ps(vals[q] + c, m, v);
+                    _mm512_mask_compressstoreu_epi32(cols[q] + c, m, id);
                 }
                 counts[q] = c + _mm_popcnt_u32(m);
             }
@@ -179,10 +184,10 @@ cdef extern from *:
                 const int n_lo = _mm_popcnt_u32(m_lo);
                 const int64_t c = counts[q];
                 if (emit) {
-                    _mm512_storeu_pd(vals[q] + c, _mm512_maskz_compress_pd(m_lo, lo));
-                    _mm512_storeu_pd(vals[q] + c + n_lo, _mm512_maskz_compress_pd(m_hi, hi));
-                    _mm512_storeu_si512(cols[q] + c, _mm512_maskz_compress_epi32(
-                        (__mmask16) (m_lo | ((unsigned) m_hi << 8)), id));
+                    _mm512_mask_compressstoreu_pd(vals[q] + c, m_lo, lo);
+                    _mm512_mask_compressstoreu_pd(vals[q] + c + n_lo, m_hi, hi);
+                    _mm512_mask_compressstoreu_epi32(
+                        cols[q] + c, (__mmask16) (m_lo | ((unsigned) m_hi << 8)), id);
                 }
                 counts[q] = c + n_lo + _mm_popcnt_u32(m_hi);
             }
