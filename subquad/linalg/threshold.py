@@ -63,7 +63,7 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
     inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
     threads = threads_for_work(n_threads, inner * W.shape[1])
     row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads)
-    # Capping BLAS costs ~50 us of threadpoolctl per call: only when the
+    # threadpoolctl's cap costs tens of microseconds per call: only when the
     # engine calls it (a dense H or a low-rank correction).
     calls_blas = not sp.issparse(H) or P.shape[1] > 0
     with blas_threads_limited(1) if calls_blas else nullcontext():
