@@ -104,9 +104,10 @@ cdef extern from *:
        AVX-512, dim <= 8 keeps the block's coordinates in registers for all
        queries (dim is a constant there, SUBQUAD_BY_DIM), and the output is
        written by compress stores that write the active lanes only. Full
-       64-byte stores of the compressed vector were slower at d = 8
-       (bench/active_index.py): each wrote one or two lines into one of the
-       batch's ~256 output tails, more lines than L1 holds. */
+       64-byte stores of the compressed vector were slower (an A/B of the
+       two builds on bench/active_index.py's d = 8 data): each wrote one or
+       two lines into one of the batch's ~256 output tails, more lines than
+       L1 holds. */
     #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
         (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
     #ifdef SUBQUAD_INDEX_AVX512
