@@ -209,6 +209,24 @@ def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):
     np.testing.assert_array_equal(one.indptr, two.indptr)
 
 
+def test_inputs_sharing_w_rows_get_smaller_tiles(dtype):
+    """Where many samples of a row block use each row of W, Z tiles are a
+    quarter the size (more column tiles per row block); the product is the
+    same."""
+    itemsize = np.dtype(dtype).itemsize
+    few = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=2.6)[1]
+    many = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=25.6)[1]
+    assert many * 4 == few
+    rng = np.random.default_rng(10)
+    H = random_csr(rng, 300, 500, 0.1, dtype)  # ~26 samples of a block per row of W
+    W = rng.standard_normal((500, 2100)).astype(dtype)
+    one, two = (threshold_matmul(H, W, 1.0, n_threads=t) for t in THREADS)
+    assert_csr_matches(two, threshold_reference(H, W, 1.0), dtype)
+    np.testing.assert_array_equal(one.indices, two.indices)
+    np.testing.assert_allclose(sparse_matmul(H, W), H.toarray().astype(float) @ W,
+                               rtol=rtol_for(dtype) * 10, atol=rtol_for(dtype) * 100)
+
+
 def test_threshold_matmul_memory_stays_near_output_size():
     """At m = 16384 with CSR input, the extra peak memory is the output and
     per-thread tiles, never a dense (n, m_out) buffer."""

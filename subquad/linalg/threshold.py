@@ -15,6 +15,14 @@ from ._validation import check_float_matrix, check_operand, check_vector
 # at 1 MiB on the 2-core reference machine, see bench/sparse_engine.py).
 _TILE_BYTES = 1024 * 1024
 _MAX_ROW_BLOCK = 256
+# With CSR input each W row segment is added into the Z row of every sample
+# of the block that uses it. When many samples share a W row, that
+# read-modify-write of Z outweighs streaming W, and a Z tile of a quarter
+# of L2 is faster: about 2x at 26 samples per row and m >= 2048. At 9 or
+# fewer the two runs of bench/threshold_tiles.py disagreed case by case
+# (0.7-1.6x), so the switch is set above 9.
+_MANY_USES_PER_W_ROW = 16
+_TILE_BYTES_MANY_USES = 256 * 1024
 
 
 # Narrower tiles are used only to give every thread work: below this, W's
@@ -22,14 +30,17 @@ _MAX_ROW_BLOCK = 256
 _MIN_TILE_ROW_BYTES = 1024
 
 
-def _tiling(n_rows, m_out, itemsize, n_threads):
+def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=0.0):
     """Rows and columns of a Z tile, halving the columns (not below
     `_MIN_TILE_ROW_BYTES` of a row) while there are fewer tiles than
     threads: a layer of 1024 units is one 2048-wide tile otherwise, all of
     it on one thread. (Two narrower tiles per thread were slower than one
-    wide one at m = 4096.)"""
+    wide one at m = 4096.) `uses_per_w_row`: for CSR input, the average
+    number of samples of a full row block that use a row of W."""
     row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
-    col_tile = _TILE_BYTES // (itemsize * row_block)
+    tile_bytes = (_TILE_BYTES_MANY_USES if uses_per_w_row >= _MANY_USES_PER_W_ROW
+                  else _TILE_BYTES)
+    col_tile = tile_bytes // (itemsize * row_block)
     col_tile = int(min(4096, max(64, col_tile - col_tile % 16)))
     n_blocks = -(-n_rows // row_block)
     narrowest = max(16, _MIN_TILE_ROW_BYTES // itemsize)
@@ -62,7 +73,9 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
         P, V = np.empty((n_rows, 0), dtype), np.empty((0, W.shape[1]), dtype)
     inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
     threads = threads_for_work(n_threads, inner * W.shape[1])
-    row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads)
+    uses = (H.nnz * min(n_rows, _MAX_ROW_BLOCK) / (n_rows * m_in)
+            if sp.issparse(H) and n_rows * m_in > 0 else 0.0)
+    row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads, uses)
     # threadpoolctl's cap costs tens of microseconds per call: only when the
     # engine calls it (a dense H or a low-rank correction).
     calls_blas = not sp.issparse(H) or P.shape[1] > 0
