@@ -108,7 +108,7 @@ cdef extern from *:
        two builds on bench/active_index.py's d = 8 data): each wrote one or
        two lines into one of the batch's ~256 output tails, more lines than
        L1 holds. */
-    #define SUBQUAD_SPAN_MASK(k, n, first, last) \\
+    #define SUBQUAD_LEAF_MASK(k, n, first, last) \\
         (((k) == 0 ? (first) : 0xFFFFu) & ((k) == (n) - 1 ? (last) : 0xFFFFu))
     #ifdef SUBQUAD_INDEX_AVX512
     SUBQUAD_ALWAYS_INLINE void subquad_leaf_dim_f32(
@@ -119,7 +119,7 @@ cdef extern from *:
         Py_ssize_t a, k, i;
         for (k = 0; k < n_blocks; k++) {
             const float* wk = w + k * dim * 16;
-            const __mmask16 in_range = (__mmask16) SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
+            const __mmask16 in_range = (__mmask16) SUBQUAD_LEAF_MASK(k, n_blocks, first, last);
             const __m512i id = emit ? _mm512_loadu_si512(ids + 16 * k) : _mm512_setzero_si512();
             __m512 held[8];
             for (a = 0; a < dim && a < 8; a++) held[a] = _mm512_loadu_ps(wk + 16 * a);
@@ -153,7 +153,7 @@ cdef extern from *:
         Py_ssize_t a, k, i;
         for (k = 0; k < n_blocks; k++) {
             const double* wk = w + k * dim * 16;
-            const unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);
+            const unsigned in_range = SUBQUAD_LEAF_MASK(k, n_blocks, first, last);
             const __m512i id = emit ? _mm512_loadu_si512(ids + 16 * k) : _mm512_setzero_si512();
             __m512d held_lo[8], held_hi[8];
             for (a = 0; a < dim && a < 8; a++) {
@@ -205,7 +205,7 @@ cdef extern from *:
         Py_ssize_t k, i, q;                                                        \\
         for (k = 0; k < n_blocks; k++) {                                           \\
             const T* wk = w + k * dim * 16;                                        \\
-            unsigned in_range = SUBQUAD_SPAN_MASK(k, n_blocks, first, last);       \\
+            unsigned in_range = SUBQUAD_LEAF_MASK(k, n_blocks, first, last);       \\
             for (i = 0; i < n_scan; i++) {                                         \\
                 q = scan[i];                                                       \\
                 if (emit)                                                          \\
