@@ -52,7 +52,7 @@ def main():
             W = rng.standard_normal((m, m)).astype(np.float32)
             H = sparse_rows(rng, n, m, density)
             b = float(np.quantile(H[:8] @ W, 0.98))
-            uses = min(n, threshold_module._MAX_ROW_BLOCK) * density
+            uses = threshold_module._uses_per_w_row(H)
             (big, A), (small, _), (chosen, _), (scipy_t, _) = best_times(
                 [forced(TILES[0], H, W, b), forced(TILES[1], H, W, b),
                  lambda: threshold_matmul(H, W, b), lambda: np.maximum(H @ W - b, 0)],

@@ -30,13 +30,21 @@ _TILE_BYTES_MANY_USES = 256 * 1024
 _MIN_TILE_ROW_BYTES = 1024
 
 
+def _uses_per_w_row(H):
+    """For CSR `H`, how many samples of a full row block use a row of W on
+    average (0 for dense `H`, whose tiles go to BLAS)."""
+    n_rows, m_in = H.shape
+    if not sp.issparse(H) or n_rows * m_in == 0:
+        return 0.0
+    return H.nnz * min(n_rows, _MAX_ROW_BLOCK) / (n_rows * m_in)
+
+
 def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=0.0):
     """Rows and columns of a Z tile, halving the columns (not below
     `_MIN_TILE_ROW_BYTES` of a row) while there are fewer tiles than
     threads: a layer of 1024 units is one 2048-wide tile otherwise, all of
     it on one thread. (Two narrower tiles per thread were slower than one
-    wide one at m = 4096.) `uses_per_w_row`: for CSR input, the average
-    number of samples of a full row block that use a row of W."""
+    wide one at m = 4096.) `uses_per_w_row`: see `_uses_per_w_row`."""
     row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
     tile_bytes = (_TILE_BYTES_MANY_USES if uses_per_w_row >= _MANY_USES_PER_W_ROW
                   else _TILE_BYTES)
@@ -73,9 +81,8 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
         P, V = np.empty((n_rows, 0), dtype), np.empty((0, W.shape[1]), dtype)
     inner = (H.nnz if sp.issparse(H) else n_rows * m_in) + n_rows * (P.shape[1] + 1)
     threads = threads_for_work(n_threads, inner * W.shape[1])
-    uses = (H.nnz * min(n_rows, _MAX_ROW_BLOCK) / (n_rows * m_in)
-            if sp.issparse(H) and n_rows * m_in > 0 else 0.0)
-    row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads, uses)
+    row_block, col_tile = _tiling(n_rows, W.shape[1], dtype.itemsize, threads,
+                                  _uses_per_w_row(H))
     # threadpoolctl's cap costs tens of microseconds per call: only when the
     # engine calls it (a dense H or a low-rank correction).
     calls_blas = not sp.issparse(H) or P.shape[1] > 0
