@@ -140,6 +140,34 @@ def test_dtype_follows_w_and_inputs_are_converted():
                        threshold_reference(H_strided, W32, 0.0), np.float32)
     assert threshold_matmul(H.tolist(), W32, 0.0).shape == (5, 9)
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
+@pytest.mark.parametrize("n_threads", THREADS)
+def test_non_finite_w_shows_in_the_output_as_numpy_has_it(dtype, sparse, n_threads):
+    # W is not checked (a check would read all of it), so what it does to a
+    # pre-activation must show: NaN and +inf stored, -inf inactive. The
+    # reference is scipy's product for CSR H (a stored zero of H never meets
+    # W) and NumPy's for dense H (0 * NaN is NaN).
+    rng = np.random.default_rng(7)
+    H = random_csr(rng, 40, 30, 0.3, dtype)
+    H.data = np.abs(H.data) + 1
+    H_in = H if sparse else H.toarray()
+    W = rng.standard_normal((30, 100)).astype(dtype)
+    W[3, :10] = np.nan
+    W[4, 10:20] = np.inf
+    W[5, 20:30] = -np.inf
+    with np.errstate(invalid="ignore"):
+        Z = H_in.astype(np.float64) @ W.astype(np.float64)
+        expected = np.maximum(Z - 0.5, 0)
+    A = threshold_matmul(H_in, W, 0.5, n_threads=n_threads)
+    assert A.has_sorted_indices
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    np.testing.assert_array_equal(np.isnan(A.toarray()), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(A.toarray()), np.isposinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(A.toarray()[finite], expected[finite],
+                               rtol=50 * rtol_for(dtype), atol=50 * rtol_for(dtype))
+
+
 
 @pytest.mark.parametrize(
     "kwargs,error,match",

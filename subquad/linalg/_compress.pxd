@@ -1,5 +1,9 @@
 # The positive entries of a row ``z + shift``, with their columns, appended
-# to a staging buffer without a data-dependent branch per entry: between a
+# to a staging buffer. NaN entries pass too (the test is "not <= 0"), as
+# np.maximum(z + shift, 0) keeps them: W is not checked for non-finite
+# values (that would read all of it, as much as the product does), so a NaN
+# must show in the output rather than vanish. No data-dependent branch per
+# entry: between a
 # few and half of the entries pass, where a branch mispredicts so often
 # that it cost more than the product itself (threshold_matmul at m = 1024
 # with a third of the outputs active spent most of its time here).
@@ -24,7 +28,7 @@ cdef extern from *:
         long c = 0, k = 0;
         for (; c + 16 <= n; c += 16) {
             __m512 v = _mm512_add_ps(_mm512_loadu_ps(z + c), _mm512_loadu_ps(shift + c));
-            __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ);
             _mm512_storeu_ps(vals + k, _mm512_maskz_compress_ps(m, v));
             _mm512_storeu_si512(cols + k, _mm512_maskz_compress_epi32(m, col));
             k += _mm_popcnt_u32(m);
@@ -34,7 +38,7 @@ cdef extern from *:
             __mmask16 in_range = (__mmask16) ((1u << (n - c)) - 1);
             __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(in_range, z + c),
                                      _mm512_maskz_loadu_ps(in_range, shift + c));
-            __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_NLE_UQ);
             _mm512_mask_compressstoreu_ps(vals + k, m, v);
             _mm512_mask_compressstoreu_epi32(cols + k, m, col);
             k += _mm_popcnt_u32(m);
@@ -50,7 +54,7 @@ cdef extern from *:
         long c = 0, k = 0;
         for (; c + 8 <= n; c += 8) {
             __m512d v = _mm512_add_pd(_mm512_loadu_pd(z + c), _mm512_loadu_pd(shift + c));
-            __mmask8 m = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ);
+            __mmask8 m = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NLE_UQ);
             _mm512_storeu_pd(vals + k, _mm512_maskz_compress_pd(m, v));
             _mm256_storeu_si256((__m256i*) (cols + k), _mm256_maskz_compress_epi32(m, col));
             k += _mm_popcnt_u32(m);
@@ -60,7 +64,7 @@ cdef extern from *:
             __mmask8 in_range = (__mmask8) ((1u << (n - c)) - 1);
             __m512d v = _mm512_add_pd(_mm512_maskz_loadu_pd(in_range, z + c),
                                       _mm512_maskz_loadu_pd(in_range, shift + c));
-            __mmask8 m = _mm512_mask_cmp_pd_mask(in_range, v, _mm512_setzero_pd(), _CMP_GT_OQ);
+            __mmask8 m = _mm512_mask_cmp_pd_mask(in_range, v, _mm512_setzero_pd(), _CMP_NLE_UQ);
             _mm512_mask_compressstoreu_pd(vals + k, m, v);
             _mm256_mask_compressstoreu_epi32(cols + k, m, col);
             k += _mm_popcnt_u32(m);
@@ -80,7 +84,7 @@ cdef extern from *:
             T v = z[c] + shift[c];                                                        \\
             vals[k] = v;                                                                  \\
             cols[k] = first_col + (int32_t) c;                                            \\
-            k += v > 0;                                                                   \\
+            k += !(v <= 0);                                                               \\
         }                                                                                 \\
         return k;                                                                         \\
     }

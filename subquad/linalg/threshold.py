@@ -114,7 +114,10 @@ def threshold_matmul(H, W, threshold, bias=None, n_threads=None):
     """Thresholded product ``max(H @ W + bias - threshold, 0)`` as CSR.
 
     Only strictly positive entries are stored: a pre-activation exactly at
-    the threshold is inactive. The product is computed tile by tile and the
+    the threshold is inactive. `H`, `threshold` and `bias` must be finite;
+    `W` is not checked (that would read all of it, as much as the product
+    does), and a NaN pre-activation it causes is stored as NaN, as
+    ``np.maximum`` would keep it. The product is computed tile by tile and the
     threshold applied in the same pass, so no dense (n, m_out) array is ever
     allocated; with CSR `H` each needed row of `W` is read once per tile.
 
