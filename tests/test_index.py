@@ -7,6 +7,7 @@ tolerance around the threshold.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -476,6 +477,18 @@ def test_query_errors_name_the_argument(algorithm, X, threshold, error, name):
         index.query(X, threshold)
     with pytest.raises(error, match=name):
         index.count(X, threshold)
+
+
+@pytest.mark.parametrize("algorithm", ["tree", "brute"])
+def test_threshold_beyond_the_working_dtype_is_rejected_without_overflow(algorithm):
+    index = ActiveNeuronIndex(GOOD_W.astype(np.float32), algorithm=algorithm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for threshold in (1e300, -1e39):
+            with pytest.raises(ValueError, match=r"threshold must be finite in float32.*got"):
+                index.query(np.ones((1, 2)), threshold)
+        # The largest float32 itself is a valid threshold: nothing is active.
+        assert index.count(np.ones((1, 2)), float(np.finfo(np.float32).max))[0] == 0
 
 
 @pytest.mark.parametrize("indices, rows, error, name", [

@@ -365,11 +365,13 @@ class ActiveNeuronIndex:
         if not isinstance(threshold, numbers.Real):
             raise TypeError(f"threshold must be a real scalar (one threshold for all "
                             f"queries), got {type(threshold).__name__}")
+        threshold = check_scalar(threshold, "threshold")
+        largest = float(np.finfo(self.dtype_).max)
+        if abs(threshold) > largest:
+            raise ValueError(f"threshold must be finite in {self.dtype_} (|threshold| <= "
+                             f"{largest:.6g}), got {threshold!r}")
         # The comparison happens in the working dtype, as in the brute path.
-        threshold = float(self.dtype_.type(check_scalar(threshold, "threshold")))
-        if not np.isfinite(threshold):
-            raise ValueError(f"threshold must be finite in {self.dtype_}, got {threshold!r}")
-        return X, threshold
+        return X, float(self.dtype_.type(threshold))
 
     def _run_tree(self, X, threshold, count_only):
         tree = self._tree
