@@ -1,12 +1,15 @@
 # The positive entries of a row ``z + shift``, with their columns, appended
-# to a staging buffer. NaN entries pass too (the test is "not <= 0"), as
-# np.maximum(z + shift, 0) keeps them: W is not checked for non-finite
-# values (that would read all of it, as much as the product does), so a NaN
-# must show in the output rather than vanish. No data-dependent branch per
-# entry: between a
-# few and half of the entries pass, where a branch mispredicts so often
-# that it cost more than the product itself (threshold_matmul at m = 1024
-# with a third of the outputs active spent most of its time here).
+# to a staging buffer.
+#
+# NaN entries pass too (the test is "not <= 0"), as np.maximum(z + shift, 0)
+# keeps them: W is not checked for non-finite values (that would read all
+# of it, as much as the product does), so a NaN must show in the output
+# rather than vanish.
+#
+# No data-dependent branch per entry: between a few and half of the entries
+# pass, where a branch mispredicts so often that it cost more than the
+# product itself (threshold_matmul at m = 1024 with a third of the outputs
+# active spent most of its time here).
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
