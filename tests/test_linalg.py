@@ -140,6 +140,7 @@ def test_dtype_follows_w_and_inputs_are_converted():
                        threshold_reference(H_strided, W32, 0.0), np.float32)
     assert threshold_matmul(H.tolist(), W32, 0.0).shape == (5, 9)
 
+
 @pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
 @pytest.mark.parametrize("n_threads", THREADS)
 def test_non_finite_w_shows_in_the_output_as_numpy_has_it(dtype, sparse, n_threads):
@@ -167,7 +168,6 @@ def test_non_finite_w_shows_in_the_output_as_numpy_has_it(dtype, sparse, n_threa
     finite = np.isfinite(expected)
     np.testing.assert_allclose(result[finite], expected[finite],
                                rtol=50 * rtol_for(dtype), atol=50 * rtol_for(dtype))
-
 
 
 @pytest.mark.parametrize(
