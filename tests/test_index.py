@@ -256,6 +256,24 @@ def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_output_spanning_many_chunks(dtype, n_threads):
+    """Queries whose output fills several of the 4096-entry chunks it is
+    staged in, from nodes reported whole that are scanned in pieces (the
+    root, with every neuron active) and from many leaves, next to queries
+    with no output: the result is still exact and complete."""
+    rng = np.random.default_rng(3)
+    W = rng.integers(-4, 5, size=(3 * 4096 + 21, 2)).astype(dtype)
+    X = np.vstack([rng.integers(-3, 4, size=(40, 2)), np.zeros((3, 2))]).astype(dtype)
+    for leaf_size in (16, 5000):
+        index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=leaf_size, n_threads=n_threads)
+        for b in (-100.0, -1.0, 2.0):
+            A = index.query(X, b)
+            assert_exact(A, W, X, b)
+        assert np.diff(index.query(X, -100.0).indptr).tolist() == [len(W)] * len(X)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_active", [
     (100003, 20),           # insertion sort
     (100003, 5000),         # radix sort, two passes
