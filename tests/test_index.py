@@ -257,11 +257,11 @@ def test_batched_walk_over_packed_blocks(dtype, n_threads, dim):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_output_spanning_many_chunks(dtype, n_threads):
-    """Queries whose output fills several of the 4096-entry chunks it is
-    staged in, from nodes reported whole that are scanned in pieces (the
-    root, with every neuron active) and from many leaves, next to queries
-    with no output: the result is still exact and complete."""
+def test_large_outputs_from_whole_nodes_and_many_leaves(dtype, n_threads):
+    """Queries with thousands of active neurons each, from nodes reported
+    whole (the root, with every neuron active, which the query still
+    evaluates) and from many leaves, next to queries with no output: the
+    result is exact and complete."""
     rng = np.random.default_rng(3)
     W = rng.integers(-4, 5, size=(3 * 4096 + 21, 2)).astype(dtype)
     X = np.vstack([rng.integers(-3, 4, size=(40, 2)), np.zeros((3, 2))]).astype(dtype)

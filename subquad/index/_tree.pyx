@@ -45,10 +45,10 @@ holds the queries' coordinates and norms row by row, so a node is tested
 against eight queries per vector operation and the survivors are packed
 into the child's list with compress instructions (`_query_kernels.pxd`);
 no branch depends on a bound or on a neuron being active. Each query
-appends its active neurons (original index, value) to a list of its own,
-in tree order, in chunks from its thread's arena (`_entry_lists.pxd`);
-once all counts are known the CSR arrays are allocated, and each query's
-entries are radix-sorted by column in cache and written into them.
+appends its active neurons (original index, value) to a staging buffer of
+its own, in tree order; once all counts are known the CSR arrays are
+allocated, and each query's entries are radix-sorted by column in cache and
+written into them.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -60,8 +60,7 @@ import numpy as np
 
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
-from ._entry_lists cimport (CHUNK_ENTRIES, Arena, Chunk, EntryList, chunk_cols, chunk_vals,
-                            close_list, free_arenas, init_arena, make_room)
+from .._staging cimport Staging, release, reserve
 from ._query_kernels cimport leaf_count, leaf_emit, node_test
 
 cdef enum:
@@ -441,54 +440,37 @@ def grow_bounds(const floating[:, :, ::1] blocks, const int64_t[::1] positions,
 cdef int _scan(
     const floating* blocks, int64_t dim, int64_t p0, int64_t p1, const floating* X,
     const int32_t* queries, int64_t n_queries, floating b, const int32_t* ids,
-    int64_t* counts, bint count_only, EntryList* entries, int64_t* fill, Arena* arena,
-    int32_t** cols, floating** vals,
+    Staging* staging, int64_t* counts, bint count_only, int32_t** cols, floating** vals,
 ) noexcept nogil:
-    """Evaluate tree positions [p0, p1) for the listed queries (rows of X):
-    if count_only, add the number of active ones to counts[q]; else append
-    them (original index, value) to entries[q], whose last chunk holds
-    fill[q] entries, taking chunks from `arena`. `cols` and `vals` have
-    room for a pointer per query of the batch. Returns 0, or -1 when out
-    of memory."""
-    cdef int64_t i, q, end
-    if count_only:
-        _evaluate(blocks, dim, p0, p1, X, queries, n_queries, b, ids, counts, NULL, NULL)
-        return 0
-    while p0 < p1:
-        # At most half a chunk per piece, so that a chunk is closed at
-        # least half full; a block's output is written 16 entries wide.
-        end = min(p1, (p0 // LANES) * LANES + CHUNK_ENTRIES // 2)
-        for i in range(n_queries):
-            q = queries[i]
-            if make_room(entries + q, fill + q, end - p0 + LANES, arena) < 0:
-                return -1
-            cols[q] = chunk_cols(entries[q].last)
-            vals[q] = <floating*> chunk_vals(entries[q].last)
-        _evaluate(blocks, dim, p0, end, X, queries, n_queries, b, ids, fill, cols, vals)
-        p0 = end
-    return 0
-
-
-cdef void _evaluate(
-    const floating* blocks, int64_t dim, int64_t p0, int64_t p1, const floating* X,
-    const int32_t* queries, int64_t n_queries, floating b, const int32_t* ids,
-    int64_t* counts, int32_t** cols, floating** vals,
-) noexcept nogil:
-    """The leaf kernel on tree positions [p0, p1): counting into counts[q]
-    if `cols` is NULL, else also writing at cols[q] + counts[q] and
-    vals[q] + counts[q]."""
+    """Evaluate tree positions [p0, p1) for the listed queries (rows of X);
+    add the number of active ones to counts[q], and unless count_only
+    append them (original index, value) to staging[q], whose size counts[q]
+    is. `cols` and `vals` have room for a pointer per query of the batch.
+    Returns 0, or -1 when out of memory."""
+    cdef Staging* s
+    cdef int64_t i, q
     cdef int64_t first_block = p0 // LANES
     cdef int64_t end_block = (p1 + LANES - 1) // LANES
     # Lanes inside [p0, p1) of the first and last blocks.
     cdef unsigned first = 0xFFFFu & (0xFFFFu << (p0 - first_block * LANES))
     cdef unsigned last = 0xFFFFu >> (LANES - min(p1 - (end_block - 1) * LANES, LANES))
     cdef const floating* w = blocks + first_block * dim * LANES
-    if cols == NULL:
+    if count_only:
         leaf_count(w, dim, end_block - first_block, first, last, X, queries, n_queries, b,
                    counts)
-    else:
-        leaf_emit(w, dim, end_block - first_block, first, last, X, queries, n_queries, b,
-                  ids + first_block * LANES, counts, cols, vals)
+        return 0
+    for i in range(n_queries):
+        q = queries[i]
+        s = staging + q
+        s.size = counts[q]
+        # A block's output is written 16 entries wide.
+        if reserve(s, p1 - p0 + LANES, sizeof(floating), False) < 0:
+            return -1
+        cols[q] = s.cols
+        vals[q] = <floating*> s.vals
+    leaf_emit(w, dim, end_block - first_block, first, last, X, queries, n_queries, b,
+              ids + first_block * LANES, counts, cols, vals)
+    return 0
 
 
 cdef inline int64_t _round_up8(int64_t n) noexcept nogil:
@@ -499,17 +481,16 @@ cdef int _query_batch(
     const floating* X, int64_t n_queries, int64_t dim, floating b,
     const double* x_norms, double slack_factor, double abs_slack,
     const floating* blocks, const int32_t* ids, const int64_t* nodes,
-    const double* bounds, int64_t* counts, bint count_only, EntryList* entries,
-    int64_t* fill, Arena* arena, double* lists, int32_t* list_ids, Frame* frames,
-    int32_t* scan, int32_t** cols, floating** vals, int64_t* stats,
+    const double* bounds, Staging* staging, int64_t* counts, bint count_only,
+    double* lists, int32_t* list_ids, Frame* frames, int32_t* scan, int32_t** cols,
+    floating** vals, int64_t* stats,
 ) noexcept nogil:
     """Depth-first walk of the tree for a batch of queries at once (rows of
     X): each node is tested against the queries still alive at its parent,
     and evaluated for those that need it while its neurons sit in cache,
     so a node's data is read once per batch, not once per query. Active
     neurons of query q are counted in counts[q] (which starts at 0) and,
-    unless count_only, appended to entries[q] in tree order (`fill` and
-    `arena` as in `_scan`).
+    unless count_only, appended to staging[q] in tree order.
 
     The queries alive at a node are kept as a list stored by coordinate
     (see `node_test`), in float64: `lists` has room for MAX_DEPTH + 2
@@ -577,12 +558,8 @@ cdef int _query_batch(
             top += 2
         evaluated += n_scan * size
         if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
-                                b, ids, counts, count_only, entries, fill, arena, cols,
-                                vals) < 0:
+                                b, ids, staging, counts, count_only, cols, vals) < 0:
             return -1
-    if not count_only:
-        for q in range(n_queries):
-            counts[q] = close_list(entries + q, fill[q])
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
     stats[STAT_PRUNED] += pruned
@@ -595,95 +572,79 @@ cdef union FloatBits:
     uint32_t bits
 
 
-cdef int _sort_into(EntryList* entries, int64_t count, uint64_t** scratch,
-                    int64_t* scratch_size, int64_t key_bits, int64_t* histogram,
-                    int32_t* out_cols, floating* out_vals) noexcept nogil:
-    """Write the `count` entries of the list sorted by column into
+cdef inline uint32_t _payload(const floating* vals, int64_t i) noexcept nogil:
+    """What travels with a column key through the sort: a float32 value's
+    bits, or a float64 value's position."""
+    cdef FloatBits u
+    if floating is float:
+        u.value = vals[i]
+        return u.bits
+    else:
+        return <uint32_t> i
+
+
+cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
+                    uint64_t** scratch, int64_t* scratch_size, int64_t key_bits,
+                    int64_t* histogram, int32_t* out_cols, floating* out_vals) noexcept nogil:
+    """Write the `count` (column, value) entries sorted by column into
     `out_cols`, `out_vals`: LSD radix sort in as few passes as digits of at
     most RADIX_BITS bits cover `key_bits` (`histogram` holds
     MAX_RADIX_PASSES * RADIX_SIZE counts). Each entry travels as one 64-bit
-    word, column above a payload: a float32 value's bits, or a float64
-    value's position in a copy gathered while counting digits. So a pass
-    scatters one store per entry into half as many places as separate
-    column and value arrays would. The passes ping-pong between two parts
-    of the thread's `scratch` (grown as needed, reused for every query, so
-    in cache), and the result is written out sequentially: scattering into
-    the input (written long before, so out of cache) or into the output
-    (memory not yet touched) was slower (bench/active_index.py). Returns 0,
-    or -1 when out of memory."""
+    word, column above `_payload`, so a pass scatters one store per entry
+    into half as many places as separate column and value arrays would.
+    The passes ping-pong between the two halves of the thread's `scratch`
+    (grown as needed, reused for every query, so in cache), and the result
+    is written out sequentially: scattering into the input (written long
+    before, so out of cache) or into the output (memory not yet touched)
+    was slower (bench/active_index.py). Returns 0, or -1 when out of memory."""
     cdef int64_t n_passes = (key_bits + RADIX_BITS - 1) // RADIX_BITS
     cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
     cdef int64_t n_digits = <int64_t> 1 << digit_bits
-    cdef int64_t shift, i, j, total, c, pass_
+    cdef int64_t shift, i, total, c, pass_
     cdef int64_t* offsets
     cdef uint64_t* src
     cdef uint64_t* dst
     cdef uint64_t* swap
-    cdef double* gathered
     cdef uint64_t entry
     cdef int32_t key
-    cdef int32_t* cols
-    cdef floating* vals
-    cdef Chunk* chunk
     cdef void* grown
     cdef FloatBits u
     if count <= 32:
         # Insertion sort: cheaper than a radix pass for a few entries.
-        i = 0
-        chunk = entries.first
-        while chunk != NULL:
-            cols = chunk_cols(chunk)
-            vals = <floating*> chunk_vals(chunk)
-            for j in range(chunk.size):
-                key = cols[j]
-                c = i - 1
-                while c >= 0 and out_cols[c] > key:
-                    out_cols[c + 1] = out_cols[c]
-                    out_vals[c + 1] = out_vals[c]
-                    c -= 1
-                out_cols[c + 1] = key
-                out_vals[c + 1] = vals[j]
-                i += 1
-            chunk = chunk.next
+        for i in range(count):
+            key = cols[i]
+            c = i - 1
+            while c >= 0 and out_cols[c] > key:
+                out_cols[c + 1] = out_cols[c]
+                out_vals[c + 1] = out_vals[c]
+                c -= 1
+            out_cols[c + 1] = key
+            out_vals[c + 1] = vals[i]
         return 0
     if scratch_size[0] < count:
-        # Two words per entry for the passes, and a float64 value's copy.
-        grown = realloc(scratch[0], (2 if floating is float else 3) * count * sizeof(uint64_t))
+        grown = realloc(scratch[0], 2 * count * sizeof(uint64_t))
         if grown == NULL:
             return -1
         scratch[0] = <uint64_t*> grown
         scratch_size[0] = count
     src = scratch[0]
     dst = src + count
-    if floating is double:
-        gathered = <double*> (src + 2 * count)
     # Every pass's digit counts in one read of the keys, then turned into
     # starting offsets.
     for i in range(n_passes * n_digits):
         histogram[i] = 0
-    i = 0
-    chunk = entries.first
-    while chunk != NULL:
-        cols = chunk_cols(chunk)
-        vals = <floating*> chunk_vals(chunk)
-        if n_passes == 2:
-            # The common case (up to 2**22 neurons), without the loop over
-            # passes, which made counting cost as much as a scatter pass.
-            for j in range(chunk.size):
-                key = cols[j]
-                histogram[key & (n_digits - 1)] += 1
-                histogram[n_digits + ((key >> digit_bits) & (n_digits - 1))] += 1
-        else:
-            for j in range(chunk.size):
-                key = cols[j]
-                for pass_ in range(n_passes):
-                    histogram[pass_ * n_digits
-                              + ((key >> (pass_ * digit_bits)) & (n_digits - 1))] += 1
-        if floating is double:
-            for j in range(chunk.size):
-                gathered[i + j] = vals[j]
-        i += chunk.size
-        chunk = chunk.next
+    if n_passes == 2:
+        # The common case (up to 2**22 neurons), without the loop over
+        # passes, which made counting cost as much as a scatter pass.
+        for i in range(count):
+            key = cols[i]
+            histogram[key & (n_digits - 1)] += 1
+            histogram[n_digits + ((key >> digit_bits) & (n_digits - 1))] += 1
+    else:
+        for i in range(count):
+            key = cols[i]
+            for pass_ in range(n_passes):
+                histogram[pass_ * n_digits + ((key >> (pass_ * digit_bits)) & (n_digits - 1))] += 1
     for pass_ in range(n_passes):
         total = 0
         for i in range(pass_ * n_digits, (pass_ + 1) * n_digits):
@@ -691,22 +652,11 @@ cdef int _sort_into(EntryList* entries, int64_t count, uint64_t** scratch,
             histogram[i] = total
             total += c
     # The first pass packs the entries as it reads them.
-    i = 0
-    chunk = entries.first
-    while chunk != NULL:
-        cols = chunk_cols(chunk)
-        vals = <floating*> chunk_vals(chunk)
-        for j in range(chunk.size):
-            key = cols[j]
-            c = histogram[key & (n_digits - 1)]
-            histogram[key & (n_digits - 1)] = c + 1
-            if floating is float:
-                u.value = vals[j]
-                src[c] = (<uint64_t> key << 32) | u.bits
-            else:
-                src[c] = (<uint64_t> key << 32) | <uint32_t> (i + j)
-        i += chunk.size
-        chunk = chunk.next
+    for i in range(count):
+        key = cols[i]
+        c = histogram[key & (n_digits - 1)]
+        histogram[key & (n_digits - 1)] = c + 1
+        src[c] = (<uint64_t> key << 32) | _payload(vals, i)
     for pass_ in range(1, n_passes):
         shift = 32 + pass_ * digit_bits
         offsets = histogram + pass_ * n_digits
@@ -725,7 +675,7 @@ cdef int _sort_into(EntryList* entries, int64_t count, uint64_t** scratch,
             u.bits = <uint32_t> entry
             out_vals[i] = u.value
         else:
-            out_vals[i] = gathered[<uint32_t> entry]
+            out_vals[i] = vals[<uint32_t> entry]
     return 0
 
 
@@ -769,15 +719,10 @@ def tree_query(
     cdef int64_t batch = max(1, min(BATCH, (n_queries + n_threads - 1) // n_threads))
     cdef int64_t n_batches = (n_queries + batch - 1) // batch
     cdef int64_t list_room = _round_up8(batch)
-    fill_arr = np.zeros(n_queries, dtype=np.int64)
-    cdef int64_t[::1] fill = fill_arr
-    # One list of entries per query, chunks from one arena per thread.
-    cdef EntryList* entries = <EntryList*> calloc(max(n_queries, 1), sizeof(EntryList))
-    cdef Arena* arenas = <Arena*> calloc(n_threads, sizeof(Arena))
-    if entries == NULL or arenas == NULL:
-        free(entries)
-        free(arenas)
-        raise MemoryError("ActiveNeuronIndex: could not allocate the output lists")
+    # One staging buffer per query.
+    cdef Staging* staging = <Staging*> calloc(n_queries, sizeof(Staging))
+    if staging == NULL:
+        raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
     cdef int failed = 0
     cdef int tid
     cdef int64_t c, q0, nq, i
@@ -793,8 +738,6 @@ def tree_query(
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
     cdef int64_t[::1] indptr
-    for tid in range(n_threads):
-        init_arena(&arenas[tid], sizeof(floating))
     try:
         if n_queries > 0:
             with nogil, parallel(num_threads=n_threads):
@@ -816,8 +759,8 @@ def tree_query(
                     if _query_batch(
                             &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
                             &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
-                            &counts[q0], count_only, entries + q0, &fill[q0], &arenas[tid],
-                            lists, list_ids, frames, scan, cols, vals, &stats[tid, 0]) < 0:
+                            staging + q0, &counts[q0], count_only, lists, list_ids, frames,
+                            scan, cols, vals, &stats[tid, 0]) < 0:
                         failed += 1
                 free(lists)
                 free(list_ids)
@@ -848,7 +791,7 @@ def tree_query(
                         continue
                     if counts[i] == 0:
                         continue
-                    if _sort_into(entries + i, counts[i],
+                    if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
                                   &scratch, &scratch_size, key_bits, histogram,
                                   &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
                         failed += 1
@@ -859,5 +802,4 @@ def tree_query(
         return (np.asarray(data_out), np.asarray(indices_out),
                 indptr_arr.astype(np.int32), stats_total)
     finally:
-        free_arenas(arenas, n_threads)
-        free(entries)
+        release(staging, n_queries)
