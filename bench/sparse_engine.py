@@ -116,14 +116,13 @@ def bench_lowrank(m, rank, repeats, rng):
     # order: NumPy's in-place multiply (it releases the GIL), one thread per
     # band of rows.
     bands = np.array_split(W, effective_n_threads())
-    pool = ThreadPoolExecutor(len(bands))
+    with ThreadPoolExecutor(len(bands)) as pool:
 
-    def in_place_pass():
-        list(pool.map(lambda band: np.multiply(band, np.float32(1), out=band), bands))
+        def in_place_pass():
+            list(pool.map(lambda band: np.multiply(band, np.float32(1), out=band), bands))
 
-    ours, dense_t, sgemv_t, pass_t = times([lambda: lowrank_update_(W, U, V), dense_update,
-                                            lambda: W @ x, in_place_pass], repeats)
-    pool.shutdown()
+        ours, dense_t, sgemv_t, pass_t = times([lambda: lowrank_update_(W, U, V), dense_update,
+                                                lambda: W @ x, in_place_pass], repeats)
     pattern = (abs(U) @ abs(V)).tocsr()
     touched = pattern.nnz / m**2
     # Each 64-byte line of W holding a pattern entry is read and written back.

@@ -1,10 +1,9 @@
 # Vector kernels of the tree query (see _tree.pyx): a leaf's packed blocks
 # of 16 neurons against a list of queries, and one node's bounds against a
-# list of queries. They are written so
-# that no branch depends on the data: at ~1% active neurons, whether a
-# block holds an active lane or a node prunes a query is close to a coin
-# toss, and mispredicted branches cost more than the arithmetic
-# (bench/active_index.py, dim 8).
+# list of queries. They are written so that no branch depends on the data:
+# at ~1% active neurons, whether a block holds an active lane or a node
+# prunes a query is close to a coin toss, and mispredicted branches cost
+# more than the arithmetic (bench/active_index.py, dim 8).
 from libc.stdint cimport int32_t, int64_t
 
 cdef extern from *:
