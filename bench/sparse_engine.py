@@ -44,7 +44,8 @@ def bench_threshold(sizes, n, repeats, rng):
           f"{effective_n_threads()} threads; output ~2% active; W GB/s: the rows of W that H "
           f"uses, read once, per second of ours, and that as a share of sgemv's rate on W; 'after BLAS': "
           f"ours started right after NumPy's multi-threaded W @ x, over ours started on a quiet "
-          f"machine (OpenBLAS's workers spin for ~0.1 s after a call)")
+          f"machine (OpenBLAS's workers spin for ~0.1 s after a call); 'scipy/dense target needs': "
+          f"the W rate at which ours would just meet that speed target, as a share of sgemv's rate")
     header = (f"{'m':>6} {'ours ms':>8} {'scipy+thr':>10} {'dense':>8} {'1 thread':>9} "
               f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8} {'after BLAS':>10}  targets")
     print(header)
@@ -69,6 +70,10 @@ def bench_threshold(sizes, n, repeats, rng):
         w_rate = np.unique(H.indices).size * m * 4 / ours / 1e9
         sgemv_rate = W.nbytes / sgemv_t / 1e9
         dense_target = 8 if m >= 16384 else 5
+        # Reading W's used rows is a floor on our time: the W rate that would
+        # meet a target shows how close to the machine's read rate it lies.
+        needs_scipy = w_rate * ours / (scipy_t / 5) / sgemv_rate
+        needs_dense = w_rate * ours / (dense_t / dense_target) / sgemv_rate
         targets = [
             f"vs scipy {scipy_t / ours:.1f}x (>=5) {mark(scipy_t / ours >= 5)}",
             f"vs dense {dense_t / ours:.1f}x (>={dense_target}) {mark(dense_t / ours >= dense_target)}"
@@ -77,7 +82,8 @@ def bench_threshold(sizes, n, repeats, rng):
         ]
         print(f"{m:>6} {ours * 1e3:>8.2f} {scipy_t / ours:>9.1f}x {dense_t / ours:>7.1f}x "
               f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%} {w_rate:>7.1f} "
-              f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x  " + "; ".join(targets))
+              f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x {needs_scipy:>17.0%} "
+              f"{needs_dense:>17.0%}  " + "; ".join(targets))
         del W, H, H_dense
 
 
@@ -129,12 +135,15 @@ def bench_lowrank(m, rank, repeats, rng):
     rows = np.repeat(np.arange(m), np.diff(pattern.indptr))
     lines = np.unique(rows * (m // 16) + pattern.indices // 16).size
     traffic = 2 * 64 * lines / ours / 1e9
+    pass_rate = 2 * W.nbytes / pass_t / 1e9
     print(f"  ours {ours * 1e3:.2f} ms ({touched:.1%} of W in the product's pattern, on "
           f"{lines / (m * m // 16):.0%} of its cache lines: {traffic:.1f} GB/s read + written, "
           f"sgemv reads W at {W.nbytes / sgemv_t / 1e9:.1f} GB/s, an in-place pass over all "
-          f"of W moves {2 * W.nbytes / pass_t / 1e9:.1f} GB/s read + written), dense "
+          f"of W moves {pass_rate:.1f} GB/s read + written), dense "
           f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>=20) "
-          f"{mark(dense_t / ours >= 20)}")
+          f"{mark(dense_t / ours >= 20)}; meeting 20x needs {traffic * ours / (dense_t / 20):.1f} "
+          f"GB/s on those lines, {traffic * ours / (dense_t / 20) / pass_rate:.0%} of the "
+          f"in-place pass's rate")
 
 
 def main(argv=None):
