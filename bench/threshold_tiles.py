@@ -24,7 +24,8 @@ from sparse_engine import sparse_rows
 CASES = [  # (rows of H, nonzeros per row of H)
     (128, 0.02), (256, 0.02), (128, 0.035), (256, 0.035), (256, 0.1), (512, 0.1)]
 SIZES = (1024, 2048, 4096)
-TILES = (1024 * 1024, 256 * 1024)
+# The engine's two sizes, forced in turn.
+TILES = (threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_MANY_USES)
 REPEATS = 5
 
 
@@ -45,19 +46,20 @@ def main():
     print(f"float32, {effective_n_threads()} threads; times in ms, best of {REPEATS} "
           f"interleaved; uses = samples of a row block per row of W; "
           f"switch at {threshold_module._MANY_USES_PER_W_ROW} uses")
-    print(f"{'n':>4} {'dens':>5} {'m':>5} {'uses':>5} {'1 MiB':>7} {'256 KiB':>8} "
-          f"{'chosen':>7} {'scipy':>7} | {'1MiB/256K':>9} {'chosen/best':>11} {'scipy/chosen':>12}")
+    big_label, small_label = (f"{t // 1024} KiB" for t in TILES)
+    print(f"{'n':>4} {'dens':>5} {'m':>5} {'uses':>5} {big_label:>8} {small_label:>8} "
+          f"{'chosen':>7} {'scipy':>7} | {'big/small':>9} {'chosen/best':>11} {'scipy/chosen':>12}")
     for n, density in CASES:
         for m in SIZES:
             W = rng.standard_normal((m, m)).astype(np.float32)
             H = sparse_rows(rng, n, m, density)
             b = float(np.quantile(H[:8] @ W, 0.98))
             uses = threshold_module._uses_per_w_row(H)
-            (big, A), (small, _), (chosen, _), (scipy_t, _) = best_times(
+            (big, _), (small, _), (chosen, _), (scipy_t, _) = best_times(
                 [forced(TILES[0], H, W, b), forced(TILES[1], H, W, b),
                  lambda: threshold_matmul(H, W, b), lambda: np.maximum(H @ W - b, 0)],
                 REPEATS)
-            print(f"{n:>4} {density:>5.3f} {m:>5} {uses:>5.1f} {big * 1e3:>7.2f} "
+            print(f"{n:>4} {density:>5.3f} {m:>5} {uses:>5.1f} {big * 1e3:>8.2f} "
                   f"{small * 1e3:>8.2f} {chosen * 1e3:>7.2f} {scipy_t * 1e3:>7.2f} | "
                   f"{big / small:>9.2f} {chosen / min(big, small):>11.2f} "
                   f"{scipy_t / chosen:>12.2f}")
