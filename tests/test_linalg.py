@@ -222,15 +222,15 @@ def test_thread_counts_agree(dtype):
 @pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
 @pytest.mark.parametrize("n", [128, 100])
 def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):
-    # 1024 columns fit one default tile; with 2 threads they are cut into
-    # one tile per thread, each emitting its own columns of every row.
+    # A layer as wide as one default tile is cut, with 2 threads, into one
+    # tile per thread, each emitting its own columns of every row.
     itemsize = np.dtype(dtype).itemsize
-    narrowed = threshold_module._tiling(n, 1024, itemsize, 2)[1]
-    assert narrowed <= 640 and narrowed % 16 == 0
-    assert threshold_module._tiling(n, 1024, itemsize, 1)[1] >= 1024
+    m_out = threshold_module._tiling(n, 4096, itemsize, 1)[1]
+    narrowed = threshold_module._tiling(n, m_out, itemsize, 2)[1]
+    assert narrowed <= m_out // 2 + 16 and narrowed % 16 == 0
     rng = np.random.default_rng(9)
     H = random_csr(rng, n, 1000, 0.05, dtype)
-    W = rng.standard_normal((1000, 1024)).astype(dtype)
+    W = rng.standard_normal((1000, m_out)).astype(dtype)
     Hin = H if sparse else H.toarray()
     one, two = (threshold_matmul(Hin, W, 1.0, n_threads=t) for t in THREADS)
     assert_csr_matches(two, threshold_reference(H, W, 1.0), dtype)
@@ -239,13 +239,13 @@ def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):
 
 
 def test_inputs_sharing_w_rows_get_smaller_tiles(dtype):
-    """Where many samples of a row block use each row of W, Z tiles are a
-    quarter the size (more column tiles per row block); the product is the
-    same."""
+    """Where many samples of a row block use each row of W, Z tiles are
+    smaller (more column tiles per row block); the product is the same."""
     itemsize = np.dtype(dtype).itemsize
     few = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=2.6)[1]
     many = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=25.6)[1]
-    assert many * 4 == few
+    assert many * threshold_module._TILE_BYTES == few * threshold_module._TILE_BYTES_MANY_USES
+    assert many < few
     rng = np.random.default_rng(10)
     H = random_csr(rng, 300, 500, 0.1, dtype)  # ~26 samples of a block per row of W
     W = rng.standard_normal((500, 2100)).astype(dtype)
@@ -303,14 +303,15 @@ def gemm_reference(A, B, C, alpha, beta, index):
 @pytest.mark.parametrize("n_threads", THREADS)
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (70, 90, 33), (1500, 130, 20), (3, 2000, 7)])
 @pytest.mark.parametrize("with_index", [False, True])
-def test_blocked_gemm_matches_numpy(dtype, n_threads, m, n, k, with_index):
+@pytest.mark.parametrize("alpha,beta", [(0.5, -2.0), (1.0, 0.0)], ids=["scaled", "plain"])
+def test_blocked_gemm_matches_numpy(dtype, n_threads, m, n, k, with_index, alpha, beta):
     rng = np.random.default_rng(m * n + k)
     A = rng.standard_normal((m, k)).astype(dtype)
     B = rng.standard_normal((k, n)).astype(dtype)
     C = rng.standard_normal((m, n)).astype(dtype)
     index = rng.choice(k, size=max(1, k // 3), replace=False) if with_index else None
-    expected = gemm_reference(A, B, C, 0.5, -2.0, index)
-    out = blocked_gemm(A, B, C, alpha=0.5, beta=-2.0, index=index, n_threads=n_threads)
+    expected = gemm_reference(A, B, C, alpha, beta, index)
+    out = blocked_gemm(A, B, C, alpha=alpha, beta=beta, index=index, n_threads=n_threads)
     assert out is C and out.dtype == dtype
     tol = 10 * rtol_for(dtype) * np.sqrt(k)
     np.testing.assert_allclose(C, expected, rtol=tol, atol=tol)

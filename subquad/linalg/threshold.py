@@ -10,17 +10,18 @@ from .._threads import blas_threads_limited, threads_for_work
 from ._tile_product import tile_product
 from ._validation import check_float_matrix, check_operand, check_vector
 
-# A tile of Z (row_block x col_tile) stays in L2; within that, wide tiles
-# pay off: W is streamed in longer contiguous row segments (measured best
-# at 1 MiB on the 2-core reference machine, see bench/sparse_engine.py).
-_TILE_BYTES = 1024 * 1024
+# A tile of Z (row_block x col_tile) stays in L2 next to the stream of W
+# passing through it: half of the reference machine's 1 MiB L2. A tile
+# filling all of L2 was slower at m >= 8192 and no faster below
+# (bench/threshold_tiles.py).
+_TILE_BYTES = 512 * 1024
 _MAX_ROW_BLOCK = 256
 # With CSR input each W row segment is added into the Z row of every sample
 # of the block that uses it. When many samples share a W row, that
 # read-modify-write of Z outweighs streaming W, and a Z tile of a quarter
-# of L2 is faster: about 2x at 26 samples per row and m >= 2048. At 9 or
-# fewer the two runs of bench/threshold_tiles.py disagreed case by case
-# (0.7-1.6x), so the switch is set above 9.
+# of L2 is faster: 1.07-1.34x at 26 samples per row and m >= 2048 in
+# bench/threshold_tiles.py. At 9 or fewer its runs disagree case by case,
+# so the switch is set above 9.
 _MANY_USES_PER_W_ROW = 16
 _TILE_BYTES_MANY_USES = 256 * 1024
 
