@@ -83,9 +83,14 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
         # Nothing to pack: one BLAS call on all threads beat tiles handed to
         # single-threaded BLAS calls on the 2-core reference machine
         # (bench/sparse_engine.py: 1.26x numpy's time tiled, ~1.0x so).
+        # A plain product is NumPy's own matmul: SciPy's BLAS (which takes
+        # alpha and beta) can be another OpenBLAS build, not always as fast.
         if m and n:
             with blas_threads_limited(threads):
-                gemm(False, False, alpha, A, B, beta, C)
+                if alpha == 1 and beta == 0:
+                    np.matmul(A, B, out=C)
+                else:
+                    gemm(False, False, alpha, A, B, beta, C)
         return C
     positions = check_index(index, A.shape[1])
     tile_m, tile_n = _tiles(m, n, len(positions), A.dtype.itemsize, threads)
