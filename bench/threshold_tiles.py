@@ -71,5 +71,6 @@ def main():
                   + f" {chosen * 1e3:>7.2f} {scipy_t * 1e3:>7.2f} | {labels[best]:>8} "
                   f"{chosen / tiles[best]:>11.2f} {scipy_t / chosen:>12.2f}", flush=True)
 
+
 if __name__ == "__main__":
     main()

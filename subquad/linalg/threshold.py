@@ -12,8 +12,8 @@ from ._validation import check_float_matrix, check_operand, check_vector
 
 # A tile of Z (row_block x col_tile) stays in L2 next to the stream of W
 # passing through it: half of the reference machine's 1 MiB L2. A tile
-# filling all of L2 was slower at m >= 8192 and no faster below
-# (bench/threshold_tiles.py).
+# filling all of L2 took 1.00-1.18x as long at m >= 8192 and was no
+# faster below (bench/threshold_tiles.py).
 _TILE_BYTES = 512 * 1024
 _MAX_ROW_BLOCK = 256
 # With CSR input each W row segment is added into the Z row of every sample

@@ -83,8 +83,8 @@ def blocked_gemm(A, B, C=None, *, alpha=1.0, beta=0.0, index=None, n_threads=Non
         # Nothing to pack: one BLAS call on all threads beat tiles handed to
         # single-threaded BLAS calls on the 2-core reference machine
         # (bench/sparse_engine.py: 1.26x numpy's time tiled, ~1.0x so).
-        # A plain product is NumPy's own matmul: SciPy's BLAS (which takes
-        # alpha and beta) can be another OpenBLAS build, not always as fast.
+        # A plain product is NumPy's own matmul, what `A @ B` runs; SciPy's
+        # BLAS, needed for alpha and beta, can be another OpenBLAS build.
         if m and n:
             with blas_threads_limited(threads):
                 if alpha == 1 and beta == 0:
