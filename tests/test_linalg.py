@@ -219,6 +219,23 @@ def test_thread_counts_agree(dtype):
     np.testing.assert_allclose(one.data, two.data, rtol=rtol_for(dtype))
 
 
+@pytest.mark.parametrize("n_threads", THREADS)
+@pytest.mark.parametrize("density", [0.00005, 0.3], ids=["few_w_rows", "most_w_rows"])
+def test_csr_block_uses_few_or_most_rows_of_w(dtype, n_threads, density):
+    # Few distinct W rows per row block are sorted; when they are a large
+    # share of W's rows they are read off in order instead. Both must list
+    # every row of W the block uses, each with its samples. Indices are
+    # shuffled within rows, as CSR allows.
+    rng = np.random.default_rng(11)
+    H = random_csr(rng, 300, 6000, density, dtype)
+    for r in range(H.shape[0]):
+        rng.shuffle(H.indices[H.indptr[r]:H.indptr[r + 1]])
+    H.has_sorted_indices = False
+    W = rng.standard_normal((6000, 70)).astype(dtype)
+    A = threshold_matmul(H, W, 0.1, n_threads=n_threads)
+    assert_csr_matches(A, threshold_reference(H, W, 0.1), dtype)
+
+
 @pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
 @pytest.mark.parametrize("n", [128, 100])
 def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):

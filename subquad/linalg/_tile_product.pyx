@@ -32,6 +32,12 @@ from ._compress cimport compress_positive
 from ._scatter cimport scatter_row
 
 
+cdef enum:
+    # A scan of W's row counts costs about this many rows' worth of qsort
+    # per distinct row sorted.
+    SCAN_PER_DISTINCT_ROW = 32
+
+
 cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
     cdef int32_t x = (<const int32_t*> a)[0]
     cdef int32_t y = (<const int32_t*> b)[0]
@@ -40,7 +46,7 @@ cdef int _compare_int32(const void* a, const void* b) noexcept nogil:
 
 cdef void _transpose_block(
     const floating* data, const int32_t* indices, const int64_t* indptr,
-    int64_t r0, int64_t r1, int64_t* cursor,
+    int64_t r0, int64_t r1, int64_t m_in, int64_t* cursor,
     int32_t* w_rows, int64_t* w_rows_ptr, int64_t* n_w_rows,
     int32_t* sample, floating* value,
 ) noexcept nogil:
@@ -58,8 +64,17 @@ cdef void _transpose_block(
             w_rows[base + n_distinct] = j
             n_distinct += 1
         cursor[j] += 1
-    # Ascending W rows: the scatter then walks W front to back.
-    qsort(w_rows + base, n_distinct, sizeof(int32_t), _compare_int32)
+    # Ascending W rows: the scatter then walks W front to back. Unless the
+    # rows used are a small share of W's, reading them off the counts in
+    # order is cheaper than sorting them.
+    if m_in <= SCAN_PER_DISTINCT_ROW * n_distinct:
+        q = base
+        for j in range(m_in):
+            if cursor[j] != 0:
+                w_rows[q] = j
+                q += 1
+    else:
+        qsort(w_rows + base, n_distinct, sizeof(int32_t), _compare_int32)
     pos = base
     for q in range(n_distinct):
         j = w_rows[base + q]
@@ -211,7 +226,7 @@ def tile_product(
                         failed += 1
                         continue
                     _transpose_block(
-                        dp, ip, pp, b * row_block, min(n_rows, (b + 1) * row_block),
+                        dp, ip, pp, b * row_block, min(n_rows, (b + 1) * row_block), m_in,
                         cursor, &w_rows[0], &w_rows_ptr[pp[b * row_block] + b],
                         &n_w_rows[b], &sample[0], &value[0])
                 free(cursor)
