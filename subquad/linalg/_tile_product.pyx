@@ -33,8 +33,9 @@ from ._scatter cimport scatter_row
 
 
 cdef enum:
-    # A scan of W's row counts costs about this many rows' worth of qsort
-    # per distinct row sorted.
+    # Sorting the distinct W rows a block uses costs qsort several compare
+    # calls per row; reading them off the counts, one test per row of W.
+    # The scan is chosen while W has at most this many rows per row used.
     SCAN_PER_DISTINCT_ROW = 32
 
 
