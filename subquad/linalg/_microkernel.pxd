@@ -45,14 +45,19 @@ cdef extern from *:
     #endif
 
     #if SUBQUAD_VECTOR_KERNEL
+    /* Unrolled over the rows, so that the accumulators are registers: as
+       arrays GCC zeroed them in memory and copied them in and out. */
+    #define SUBQUAD_UNROLL _Pragma("GCC unroll 16")
     /* Two vectors per row: 2 * MR accumulators, two B vectors and one
        broadcast fill the register file (32 zmm, 16 ymm). */
     #define SUBQUAD_BLOCK(T, V, NR, ZERO, LOAD, SET1, FMA, MUL, STORE, STREAM)    \\
         const long half = NR / 2;                                                \\
         V c0[SUBQUAD_MR], c1[SUBQUAD_MR];                                        \\
+        SUBQUAD_UNROLL                                                           \\
         for (int i = 0; i < SUBQUAD_MR; ++i) c0[i] = c1[i] = ZERO();             \\
         for (long p = 0; p < k; ++p, a += SUBQUAD_MR, b += NR) {                 \\
             V b0 = LOAD(b), b1 = LOAD(b + half);                                 \\
+            SUBQUAD_UNROLL                                                       \\
             for (int i = 0; i < SUBQUAD_MR; ++i) {                               \\
                 V ai = SET1(a[i]);                                               \\
                 c0[i] = FMA(ai, b0, c0[i]);                                      \\
@@ -60,16 +65,19 @@ cdef extern from *:
             }                                                                    \\
         }                                                                        \\
         V scale = SET1(alpha);                                                   \\
-        if (dst != NULL)                                                         \\
+        if (dst != NULL) {                                                       \\
+            SUBQUAD_UNROLL                                                       \\
             for (int i = 0; i < SUBQUAD_MR; ++i) {                               \\
                 STREAM(dst + i * ldd, MUL(scale, c0[i]));                        \\
                 STREAM(dst + i * ldd + half, MUL(scale, c1[i]));                 \\
             }                                                                    \\
-        else                                                                     \\
+        } else {                                                                 \\
+            SUBQUAD_UNROLL                                                       \\
             for (int i = 0; i < SUBQUAD_MR; ++i) {                               \\
                 STORE(out + i * NR, MUL(scale, c0[i]));                          \\
                 STORE(out + i * NR + half, MUL(scale, c1[i]));                   \\
-            }
+            }                                                                    \\
+        }
     #define SUBQUAD_EXPAND(args) SUBQUAD_BLOCK args
     #define SUBQUAD_KERNEL_F SUBQUAD_EXPAND((float, SUBQUAD_VF, SUBQUAD_NR_F, SUBQUAD_OPS_F))
     #define SUBQUAD_KERNEL_D SUBQUAD_EXPAND((double, SUBQUAD_VD, SUBQUAD_NR_D, SUBQUAD_OPS_D))

@@ -38,8 +38,11 @@ from .._cython_blas cimport NoTrans, _gemm
 from .._stream cimport store_block, stream_fence
 from ._microkernel cimport MR, NR_D, NR_F, VECTOR_KERNEL, micro_block
 
-cdef int64_t LINE = 64  # bytes; alignment of packed B panels and of blocks
-cdef int64_t L1_PANEL = 16384  # bytes of packed A per row block: half of a 32 KiB L1
+cdef enum:
+    # Compile-time constants: as module variables, every `% LINE` of a
+    # block's address was a 64-bit division.
+    LINE = 64  # bytes; alignment of packed B panels and of blocks
+    L1_PANEL = 16384  # bytes of packed A per row block: half of a 32 KiB L1
 
 
 cdef inline void* aligned(void* p) noexcept nogil:
