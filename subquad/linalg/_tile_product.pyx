@@ -178,6 +178,11 @@ def tile_product(
     n_groups = max(1, (n_tiles + tiles_per_group - 1) // tiles_per_group)
     n_items = n_blocks * n_groups
 
+    # NumPy arrays are made here and kept as such: turning a typed
+    # memoryview back into an array (np.asarray, NumPy calls on it) parses
+    # its buffer format each time, which cost more than the whole product
+    # on a small batch.
+    dtype = np.float32 if floating is float else np.float64
     cdef int64_t[:, ::1] counts = np.zeros((n_rows, n_groups), dtype=np.int64)
     cdef int64_t[::1] item_thread = np.zeros(n_items, dtype=np.int64)
     cdef int64_t[::1] item_start = np.zeros(n_items, dtype=np.int64)
@@ -188,7 +193,7 @@ def tile_product(
     cdef int64_t[::1] w_rows_ptr = np.empty(nnz + n_blocks + 1, dtype=np.int64)
     cdef int64_t[::1] n_w_rows = np.zeros(n_blocks + 1, dtype=np.int64)
     cdef int32_t[::1] sample = np.empty(nnz + 1, dtype=np.int32)
-    cdef floating[::1] value = np.empty(nnz + 1, dtype=np.asarray(W).dtype)
+    cdef floating[::1] value = np.empty(nnz + 1, dtype=dtype)
 
     cdef Staging* staging = <Staging*> calloc(n_threads, sizeof(Staging))
     if staging == NULL:
@@ -216,6 +221,8 @@ def tile_product(
     cdef floating* svals
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
+    cdef int64_t[::1] row_totals
+    cdef int64_t[::1] row_start
     cdef int64_t[:, ::1] offsets
 
     try:
@@ -286,13 +293,25 @@ def tile_product(
         if not to_csr:
             return None
 
-        indptr = row_pointers(np.asarray(counts).sum(axis=1), "threshold_matmul",
-                              "pass H in row batches")
-        total = int(indptr[n_rows])
+        totals_arr = np.empty(n_rows, dtype=np.int64)
+        row_totals = totals_arr
+        for i in range(n_rows):
+            row_totals[i] = 0
+            for g in range(n_groups):
+                row_totals[i] += counts[i, g]
+        indptr = row_pointers(totals_arr, "threshold_matmul", "pass H in row batches")
+        row_start = indptr
         # Where item (b, g) writes row r: after row r's entries of groups < g.
-        offsets = (indptr[:-1, None] + np.cumsum(counts, axis=1) - counts)
-        data_out = np.empty(total, dtype=np.asarray(W).dtype)
-        indices_out = np.empty(total, dtype=np.int32)
+        offsets = np.empty((n_rows, n_groups), dtype=np.int64)
+        for i in range(n_rows):
+            pos = row_start[i]
+            for g in range(n_groups):
+                offsets[i, g] = pos
+                pos += counts[i, g]
+        data_arr = np.empty(row_start[n_rows], dtype=dtype)
+        indices_arr = np.empty(row_start[n_rows], dtype=np.int32)
+        data_out = data_arr
+        indices_out = indices_arr
 
         with nogil, parallel(num_threads=n_threads):
             cursor = <int64_t*> malloc((row_block + 1) * sizeof(int64_t))
@@ -316,6 +335,6 @@ def tile_product(
             free(cursor)
         if failed:
             raise MemoryError("threshold_matmul: out of memory assembling the output")
-        return np.asarray(data_out), np.asarray(indices_out), indptr.astype(np.int32)
+        return data_arr, indices_arr, indptr.astype(np.int32)
     finally:
         release(staging, n_threads)
