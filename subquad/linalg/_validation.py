@@ -42,7 +42,8 @@ def check_operand(H, name, dtype, n_cols):
             raise ValueError(f"{name} must be 2-D, got shape {H.shape}")
         if not _is_numeric(H.dtype) and H.dtype != np.bool_:
             raise TypeError(f"{name} must hold real numbers, got dtype {H.dtype}")
-        H = sp.csr_matrix(H, dtype=dtype)
+        if H.format != "csr" or H.dtype != dtype:
+            H = sp.csr_matrix(H, dtype=dtype)
         if H.shape[1] != n_cols:
             raise ValueError(
                 f"{name} must have {n_cols} columns to match W, got shape {H.shape}")
@@ -60,7 +61,9 @@ def check_operand(H, name, dtype, n_cols):
 def check_vector(v, name, length, dtype):
     """A scalar broadcast to `length`, or a 1-D array of that length."""
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
-        v = np.full(length, v, dtype=dtype)
+        if np.isnan(v):
+            raise ValueError(f"{name} contains NaN")
+        return np.full(length, v, dtype=dtype)
     v = np.asarray(v)
     if v.dtype == object or not _is_numeric(v.dtype):
         raise TypeError(f"{name} must be a real scalar or a 1-D array, got dtype {v.dtype}")
