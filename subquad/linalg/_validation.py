@@ -61,17 +61,18 @@ def check_operand(H, name, dtype, n_cols):
 def check_vector(v, name, length, dtype):
     """A scalar broadcast to `length`, or a 1-D array of that length."""
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
-        if np.isnan(v):
-            raise ValueError(f"{name} contains NaN")
-        return np.full(length, v, dtype=dtype)
-    v = np.asarray(v)
-    if v.dtype == object or not _is_numeric(v.dtype):
-        raise TypeError(f"{name} must be a real scalar or a 1-D array, got dtype {v.dtype}")
-    if v.ndim == 0:
+        # A Python or NumPy real: broadcast without the array checks.
         v = np.full(length, v, dtype=dtype)
-    if v.shape != (length,):
-        raise ValueError(f"{name} must be a scalar or have shape ({length},), got shape {v.shape}")
-    v = np.ascontiguousarray(v, dtype=dtype)
+    else:
+        v = np.asarray(v)
+        if v.dtype == object or not _is_numeric(v.dtype):
+            raise TypeError(f"{name} must be a real scalar or a 1-D array, got dtype {v.dtype}")
+        if v.ndim == 0:
+            v = np.full(length, v, dtype=dtype)
+        if v.shape != (length,):
+            raise ValueError(
+                f"{name} must be a scalar or have shape ({length},), got shape {v.shape}")
+        v = np.ascontiguousarray(v, dtype=dtype)
     if np.isnan(v).any():
         raise ValueError(f"{name} contains NaN")
     return v
