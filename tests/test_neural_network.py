@@ -19,6 +19,7 @@ from subquad.neural_network._init import (
     hidden_std,
     shifted_relu_second_moment,
 )
+from subquad.neural_network._network import _squared_norm
 from subquad.neural_network._sphere import lift_to_sphere, sphere_offset
 
 SMALL = dict(hidden_layer_sizes=(64,), max_iter=30, learning_rate_init=0.01)
@@ -185,6 +186,20 @@ def test_sparse_step_equals_dense_step(dtype, n_threads, sparse_input):
         for a, b in zip(sparse.coefs_ + sparse.intercepts_, dense.coefs_ + dense.intercepts_):
             assert a.dtype == dtype
             np.testing.assert_allclose(a, b, **tol)
+
+
+def test_weight_norm_of_the_loss_is_summed_in_float64():
+    """The penalty's squared norm: float32 weights whose squares overflow
+    float32 still give the float64 sum, for any memory layout."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((70, 40)) * 1e25).astype(np.float32)
+    expected = float(np.sum(W.astype(np.float64) ** 2))
+    assert np.isinf(np.sum(W * W))
+    for view in (W, W.T, W[::3, 1::2]):
+        reference = float(np.sum(view.astype(np.float64) ** 2))
+        assert _squared_norm(view) == pytest.approx(reference, rel=1e-12)
+    assert _squared_norm(W) == pytest.approx(expected, rel=1e-12)
+    assert _squared_norm(np.zeros((0, 5), np.float32)) == 0.0
 
 
 @pytest.mark.parametrize("Estimator", [SparseMLPClassifier, SparseMLPRegressor])

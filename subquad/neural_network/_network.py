@@ -44,13 +44,14 @@ _INDEX_MIN_WIDTH = 1 << 15
 _INDEX_MIN_ROWS = 2048
 
 
-def _squared_norm(A, block=1 << 20):
-    """Sum of squares of A, accumulated in float64 a block at a time: large
-    but finite float32 weights would overflow a float32 dot product."""
+def _squared_norm(A):
+    """Sum of squares of A, accumulated in float64: large but finite float32
+    weights would overflow a float32 sum. Not a BLAS dot: a multi-threaded
+    dot wakes OpenBLAS's workers, which then spin for about 0.1 s and take
+    a core from the OpenMP kernels of the next training steps: an epoch of
+    digits takes about that long (bench/mlp_blas_spin.py)."""
     flat = A.ravel()
-    return sum(float(np.dot(part, part))
-               for part in (flat[i:i + block].astype(np.float64)
-                            for i in range(0, flat.size, block)))
+    return float(np.einsum("i,i->", flat, flat, dtype=np.float64))
 
 
 class Optimizer:
