@@ -1,4 +1,5 @@
-"""Wall-clock timing shared by the benchmark scripts."""
+"""Wall-clock timing shared by the benchmark scripts, and how much of the
+machine the host took while it ran."""
 
 import time
 
@@ -12,6 +13,45 @@ import numpy as np
 # timed before it; `best_time_after` measures that cost on purpose.
 SETTLE_SECONDS = 0.25
 
+# Jiffies of all CPUs (stolen by the hypervisor, all) that passed during
+# timed calls.
+_timed_ticks = np.zeros(2, dtype=np.int64)
+
+
+def _cpu_ticks():
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat, or
+    None where there is no such file."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return fields[7], sum(fields)
+
+
+def _timed(fn):
+    """(wall seconds, result) of one call, adding the jiffies that passed
+    to `_timed_ticks` (read outside the timed span)."""
+    before = _cpu_ticks()
+    start = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - start
+    after = _cpu_ticks()
+    if before is not None and after is not None:
+        _timed_ticks[:] += np.subtract(after, before)
+    return elapsed, result
+
+
+def steal_report():
+    """One line: the share of the machine's CPU time that the hypervisor
+    gave to other guests while the calls were timed. A shared host shows
+    up here when its noise decides a ratio."""
+    steal, total = _timed_ticks
+    if total == 0:
+        return "host steal during the timed calls: not measured (no /proc/stat)"
+    return (f"host steal during the timed calls: {steal / total:.1%} of all CPU time "
+            f"(/proc/stat, {total} jiffies)")
+
 
 def best_times(fns, repeats):
     """(best wall time, last result) of each callable. Repetitions are
@@ -21,9 +61,8 @@ def best_times(fns, repeats):
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
-            results[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - start)
+            elapsed, results[i] = _timed(fn)
+            best[i] = min(best[i], elapsed)
     return list(zip(best, results))
 
 
@@ -39,7 +78,5 @@ def best_time_after(prelude, fn, repeats):
     for _ in range(repeats):
         time.sleep(SETTLE_SECONDS)
         prelude()
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, _timed(fn)[0])
     return best

@@ -27,7 +27,7 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
-from _timing import best_time, best_times
+from _timing import best_time, best_times, steal_report
 
 NUMPY_CHUNK = 128
 
@@ -96,6 +96,7 @@ def main():
               f"{evaluated:>6.1%} | {t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
               f"{t_numpy / t_brute:>11.2f}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
+    print(steal_report())
 
 
 if __name__ == "__main__":

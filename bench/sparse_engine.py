@@ -18,7 +18,7 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import best_time_after, best_times
+from _timing import best_time_after, best_times, steal_report
 
 
 def times(fns, repeats):
@@ -170,6 +170,7 @@ def main(argv=None):
         bench_threshold([4096, 8192, 16384], 128, 9, rng)
         bench_blocked_gemm(4096, 512, 9, rng)
         bench_lowrank(8192, 128, 9, rng)
+    print(f"\n{steal_report()}")
 
 
 if __name__ == "__main__":
