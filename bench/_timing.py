@@ -29,7 +29,7 @@ def _cpu_ticks():
     return fields[7], sum(fields)
 
 
-def _timed(fn):
+def timed_call(fn):
     """(wall seconds, result) of one call, adding the jiffies that passed
     to `_timed_ticks` (read outside the timed span)."""
     before = _cpu_ticks()
@@ -61,7 +61,7 @@ def best_times(fns, repeats):
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             time.sleep(SETTLE_SECONDS)
-            elapsed, results[i] = _timed(fn)
+            elapsed, results[i] = timed_call(fn)
             best[i] = min(best[i], elapsed)
     return list(zip(best, results))
 
@@ -78,5 +78,5 @@ def best_time_after(prelude, fn, repeats):
     for _ in range(repeats):
         time.sleep(SETTLE_SECONDS)
         prelude()
-        best = min(best, _timed(fn)[0])
+        best = min(best, timed_call(fn)[0])
     return best
