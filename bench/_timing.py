@@ -13,8 +13,8 @@ import numpy as np
 # timed before it; `best_time_after` measures that cost on purpose.
 SETTLE_SECONDS = 0.25
 
-# Jiffies of all CPUs (stolen by the hypervisor, all) that passed during
-# timed calls.
+# Jiffies that passed during timed calls, summed over all CPUs: those the
+# hypervisor gave to other guests ("steal"), and all of them.
 _timed_ticks = np.zeros(2, dtype=np.int64)
 
 
