@@ -42,15 +42,32 @@ def timed_call(fn):
     return elapsed, result
 
 
+def steal_mark():
+    """The tick counts so far, for `steal_share`."""
+    return _timed_ticks.copy()
+
+
+def steal_share(since=None):
+    """Share of the machine's CPU time that the hypervisor gave to other
+    guests during the calls timed since `since` (a `steal_mark`; default:
+    all), or None where nothing was measured. A shared host shows up here
+    when its noise decides a ratio."""
+    steal, total = _timed_ticks - (0 if since is None else since)
+    return steal / total if total > 0 else None
+
+
+def format_share(share):
+    """A `steal_share` as a table cell."""
+    return "-" if share is None else f"{share:.0%}"
+
+
 def steal_report():
-    """One line: the share of the machine's CPU time that the hypervisor
-    gave to other guests while the calls were timed. A shared host shows
-    up here when its noise decides a ratio."""
-    steal, total = _timed_ticks
-    if total == 0:
+    """One line: `steal_share` over every call timed so far."""
+    share = steal_share()
+    if share is None:
         return "host steal during the timed calls: not measured (no /proc/stat)"
-    return (f"host steal during the timed calls: {steal / total:.1%} of all CPU time "
-            f"(/proc/stat, {total} jiffies)")
+    return (f"host steal during the timed calls: {share:.1%} of all CPU time "
+            f"(/proc/stat, {_timed_ticks[1]} jiffies)")
 
 
 def best_times(fns, repeats):

@@ -18,6 +18,8 @@ the neurons are active per query. Columns:
 * brute/tree: speed-up of the tree (target >= 5 at dim <= 8);
   auto/best: auto's time over the better of tree and brute (target <= 1.2);
   numpy/brute: speed-up of the fused engine over NumPy (target >= 1.5).
+* steal: share of the machine's CPU time the host gave to other guests
+  while this dim's calls were timed; a large one voids the row.
 """
 
 import argparse
@@ -27,7 +29,7 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
-from _timing import best_time, best_times, steal_report
+from _timing import best_time, best_times, format_share, steal_mark, steal_report, steal_share
 
 NUMPY_CHUNK = 128
 
@@ -57,7 +59,7 @@ def main():
           f"threads={effective_n_threads()} target active={args.active:.1%}")
     header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'count':>7} {'brute':>7} {'auto':>7} "
               f"{'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
-              f"{'auto/best':>9} {'numpy/brute':>11}")
+              f"{'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")
     print(header)
     print("-" * len(header))
     for dim in args.dims:
@@ -74,6 +76,7 @@ def main():
         auto = ActiveNeuronIndex(W, algorithm="auto")
 
         X_tree = X if dim <= 16 else X[:args.tree_sample]
+        dim_start = steal_mark()
         # Repetitions interleaved, so that a slow spell of the machine hits
         # all three alike.
         (t_tree, A_tree), (t_brute, A_brute), (t_auto, _), (t_count, _) = best_times([
@@ -94,7 +97,7 @@ def main():
         print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_count:>6.3f}{mark} "
               f"{t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} "
               f"{evaluated:>6.1%} | {t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
-              f"{t_numpy / t_brute:>11.2f}{note}")
+              f"{t_numpy / t_brute:>11.2f} {format_share(steal_share(dim_start)):>5}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
     print(steal_report())
 

@@ -17,10 +17,11 @@ Two hidden layers of each width, digits (pixels / 16), Adam, batch 128,
 ``--epochs`` whole epochs (no early stop); time per step is the fit's time
 over its steps, initialisation included. The two fits of a repetition
 run back to back, in alternating order; the table gives the median and the
-best of ``--repeat`` repetitions, and the CPU time all threads used per
-step. On a shared machine single fits of a second or less swing by tens of
-percent in wall time; a spinning worker shows more steadily as CPU time
-the capped fit does not use.
+best of ``--repeat`` repetitions, the CPU time all threads used per step,
+and the share of the machine's CPU time the host took meanwhile. On a
+shared machine single fits of a second or less swing by tens of percent
+in wall time; a spinning worker shows more steadily as CPU time the capped
+fit does not use.
 """
 
 import argparse
@@ -35,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from subquad import SparseMLPClassifier, effective_n_threads
 
-from _timing import SETTLE_SECONDS, steal_report, timed_call
+from _timing import SETTLE_SECONDS, format_share, steal_mark, steal_report, steal_share, timed_call
 
 BATCH = 128
 
@@ -67,12 +68,13 @@ def main():
           f"threads; ms per step, median (best) of {args.repeat}; cpu: CPU time of all "
           f"threads per step, median")
     print(f"{'width':>6} {'shipped':>15} {'BLAS capped':>15} {'shipped/capped':>15} "
-          f"{'cpu shipped':>12} {'cpu capped':>11} {'cpu ratio':>10}")
+          f"{'cpu shipped':>12} {'cpu capped':>11} {'cpu ratio':>10} {'steal':>5}")
     # The first fit of a process pays one-time costs (thread pools, lazy
     # imports, threadpoolctl's library scan): not timed.
     per_step(X, y, args.widths[0], 1, False)
     for width in args.widths:
         runs = {False: [], True: []}
+        start = steal_mark()
         for r in range(args.repeat):
             for capped in ((False, True) if r % 2 == 0 else (True, False)):
                 time.sleep(SETTLE_SECONDS)
@@ -81,7 +83,8 @@ def main():
         print(f"{width:>6} {np.median(wall):>7.2f} ({wall.min():>5.2f}) "
               f"{np.median(wall_capped):>7.2f} ({wall_capped.min():>5.2f}) "
               f"{np.median(wall) / np.median(wall_capped):>15.2f} {np.median(cpu):>12.2f} "
-              f"{np.median(cpu_capped):>11.2f} {np.median(cpu) / np.median(cpu_capped):>10.2f}",
+              f"{np.median(cpu_capped):>11.2f} {np.median(cpu) / np.median(cpu_capped):>10.2f} "
+              f"{format_share(steal_share(start)):>5}",
               flush=True)
     print(steal_report())
 

@@ -18,7 +18,7 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import best_time_after, best_times, steal_report
+from _timing import best_time_after, best_times, format_share, steal_mark, steal_report, steal_share
 
 
 def times(fns, repeats):
@@ -45,10 +45,11 @@ def bench_threshold(sizes, n, repeats, rng):
           f"uses, read once, per second of ours, and that as a share of sgemv's rate on W; 'after BLAS': "
           f"ours started right after NumPy's multi-threaded W @ x, over ours started on a quiet "
           f"machine (OpenBLAS's workers spin for ~0.1 s after a call); 'scipy/dense target needs': "
-          f"the W rate at which ours would just meet that speed target, as a share of sgemv's rate")
+          f"the W rate at which ours would just meet that speed target, as a share of sgemv's rate; "
+          f"'steal': share of the machine's CPU time the host took while this row was timed")
     header = (f"{'m':>6} {'ours ms':>8} {'scipy+thr':>10} {'dense':>8} {'1 thread':>9} "
               f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8} {'after BLAS':>10} "
-              f"{'scipy target needs':>18} {'dense target needs':>18}  targets")
+              f"{'scipy target needs':>18} {'dense target needs':>18} {'steal':>5}  targets")
     print(header)
     for m in sizes:
         W = rng.standard_normal((m, m)).astype(np.float32)
@@ -56,6 +57,7 @@ def bench_threshold(sizes, n, repeats, rng):
         H_dense = H.toarray()
         b = float(np.quantile(H[:8] @ W, 0.98))
         x = np.ones(m, dtype=np.float32)
+        row_start = steal_mark()
         ours, ours_1, scipy_t, dense_t, sgemv_t = times([
             lambda: threshold_matmul(H, W, b),
             lambda: threshold_matmul(H, W, b, n_threads=1),
@@ -89,7 +91,8 @@ def bench_threshold(sizes, n, repeats, rng):
         print(f"{m:>6} {ours * 1e3:>8.2f} {scipy_t / ours:>9.1f}x {dense_t / ours:>7.1f}x "
               f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%} {w_rate:>7.1f} "
               f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x {needs_scipy:>17.0%} "
-              f"{f'{needs_dense:.0%}' if has_dense_target else '-':>18}  " + "; ".join(targets))
+              f"{f'{needs_dense:.0%}' if has_dense_target else '-':>18} "
+              f"{format_share(steal_share(row_start)):>5}  " + "; ".join(targets))
         del W, H, H_dense
 
 
@@ -100,6 +103,7 @@ def bench_blocked_gemm(size, k, repeats, rng):
     B = rng.standard_normal((k, size)).astype(np.float32)
     C = np.empty((size, size), np.float32)
     idx = np.sort(rng.choice(k, size=k // 10, replace=False))
+    start = steal_mark()
     ours_full, numpy_full, ours_idx, numpy_idx = times([
         lambda: blocked_gemm(A, B, C),
         lambda: np.matmul(A, B, out=C),
@@ -111,6 +115,7 @@ def bench_blocked_gemm(size, k, repeats, rng):
     print(f"  10% index:    ours {ours_idx * 1e3:.1f} ms, numpy A[:, idx] @ B[idx] "
           f"{numpy_idx * 1e3:.1f} ms, speed-up {numpy_idx / ours_idx:.2f}x (>=1.5) "
           f"{mark(numpy_idx / ours_idx >= 1.5)}")
+    print(f"  host steal while timed: {format_share(steal_share(start))}")
 
 
 def bench_lowrank(m, rank, repeats, rng):
@@ -128,6 +133,7 @@ def bench_lowrank(m, rank, repeats, rng):
     # order: NumPy's in-place multiply (it releases the GIL), one thread per
     # band of rows.
     bands = np.array_split(W, effective_n_threads())
+    start = steal_mark()
     with ThreadPoolExecutor(len(bands)) as pool:
 
         def in_place_pass():
@@ -150,7 +156,8 @@ def bench_lowrank(m, rank, repeats, rng):
           f"of W moves {pass_rate:.1f} GB/s read + written), dense "
           f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>={target}) "
           f"{mark(dense_t / ours >= target)}; meeting {target}x needs {needed_rate:.1f} GB/s "
-          f"on those lines, {needed_rate / pass_rate:.0%} of the in-place pass's rate")
+          f"on those lines, {needed_rate / pass_rate:.0%} of the in-place pass's rate; "
+          f"host steal while timed: {format_share(steal_share(start))}")
 
 
 def main(argv=None):
