@@ -43,11 +43,11 @@ def timed_call(fn):
 
 
 def steal_mark():
-    """The tick counts so far, for `steal_share`."""
+    """The tick counts so far, for `steal_since`."""
     return _timed_ticks.copy()
 
 
-def steal_share(since=None):
+def _steal_share(since=None):
     """Share of the machine's CPU time that the hypervisor gave to other
     guests during the calls timed since `since` (a `steal_mark`; default:
     all), or None where nothing was measured. A shared host shows up here
@@ -56,14 +56,15 @@ def steal_share(since=None):
     return steal / total if total > 0 else None
 
 
-def format_share(share):
-    """A `steal_share` as a table cell."""
+def steal_since(mark):
+    """The steal share of the calls timed since `mark`, as a table cell."""
+    share = _steal_share(mark)
     return "-" if share is None else f"{share:.0%}"
 
 
 def steal_report():
-    """One line: `steal_share` over every call timed so far."""
-    share = steal_share()
+    """One line: the steal share over every call timed so far."""
+    share = _steal_share()
     if share is None:
         return "host steal during the timed calls: not measured (no /proc/stat)"
     return (f"host steal during the timed calls: {share:.1%} of all CPU time "

@@ -29,7 +29,7 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
-from _timing import best_time, best_times, format_share, steal_mark, steal_report, steal_share
+from _timing import best_time, best_times, steal_mark, steal_report, steal_since
 
 NUMPY_CHUNK = 128
 
@@ -97,7 +97,7 @@ def main():
         print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_count:>6.3f}{mark} "
               f"{t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} "
               f"{evaluated:>6.1%} | {t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
-              f"{t_numpy / t_brute:>11.2f} {format_share(steal_share(dim_start)):>5}{note}")
+              f"{t_numpy / t_brute:>11.2f} {steal_since(dim_start):>5}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
     print(steal_report())
 

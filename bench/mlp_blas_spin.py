@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from subquad import SparseMLPClassifier, effective_n_threads
 
-from _timing import SETTLE_SECONDS, format_share, steal_mark, steal_report, steal_share, timed_call
+from _timing import SETTLE_SECONDS, steal_mark, steal_report, steal_since, timed_call
 
 BATCH = 128
 
@@ -84,7 +84,7 @@ def main():
               f"{np.median(wall_capped):>7.2f} ({wall_capped.min():>5.2f}) "
               f"{np.median(wall) / np.median(wall_capped):>15.2f} {np.median(cpu):>12.2f} "
               f"{np.median(cpu_capped):>11.2f} {np.median(cpu) / np.median(cpu_capped):>10.2f} "
-              f"{format_share(steal_share(start)):>5}",
+              f"{steal_since(start):>5}",
               flush=True)
     print(steal_report())
 

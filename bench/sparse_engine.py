@@ -18,7 +18,7 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import best_time_after, best_times, format_share, steal_mark, steal_report, steal_share
+from _timing import best_time_after, best_times, steal_mark, steal_report, steal_since
 
 
 def times(fns, repeats):
@@ -92,7 +92,7 @@ def bench_threshold(sizes, n, repeats, rng):
               f"{ours_1 / ours:>8.2f}x {rate:>6.1f} {rate / sgemm_rate:>8.1%} {w_rate:>7.1f} "
               f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x {needs_scipy:>17.0%} "
               f"{f'{needs_dense:.0%}' if has_dense_target else '-':>18} "
-              f"{format_share(steal_share(row_start)):>5}  " + "; ".join(targets))
+              f"{steal_since(row_start):>5}  " + "; ".join(targets))
         del W, H, H_dense
 
 
@@ -115,7 +115,7 @@ def bench_blocked_gemm(size, k, repeats, rng):
     print(f"  10% index:    ours {ours_idx * 1e3:.1f} ms, numpy A[:, idx] @ B[idx] "
           f"{numpy_idx * 1e3:.1f} ms, speed-up {numpy_idx / ours_idx:.2f}x (>=1.5) "
           f"{mark(numpy_idx / ours_idx >= 1.5)}")
-    print(f"  host steal while timed: {format_share(steal_share(start))}")
+    print(f"  host steal while timed: {steal_since(start)}")
 
 
 def bench_lowrank(m, rank, repeats, rng):
@@ -157,7 +157,7 @@ def bench_lowrank(m, rank, repeats, rng):
           f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>={target}) "
           f"{mark(dense_t / ours >= target)}; meeting {target}x needs {needed_rate:.1f} GB/s "
           f"on those lines, {needed_rate / pass_rate:.0%} of the in-place pass's rate; "
-          f"host steal while timed: {format_share(steal_share(start))}")
+          f"host steal while timed: {steal_since(start)}")
 
 
 def main(argv=None):

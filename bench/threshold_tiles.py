@@ -21,8 +21,7 @@ import subquad.linalg.threshold as threshold_module
 from subquad import effective_n_threads
 from subquad.linalg import threshold_matmul
 
-from _timing import best_times
-from sparse_engine import sparse_rows
+from sparse_engine import sparse_rows, times
 
 SIZES = (1024, 2048, 4096)
 CASES = [  # (rows of H, nonzeros per row of H, widths m = m_in = m_out)
@@ -61,10 +60,10 @@ def main():
             H = sparse_rows(rng, n, m, density)
             b = float(np.quantile(H[:8] @ W, 0.98))
             uses = threshold_module._uses_per_w_row(H)
-            *tiles, chosen, scipy_t = (t for t, _ in best_times(
+            *tiles, chosen, scipy_t = times(
                 [forced(tile, H, W, b) for tile in TILES]
                 + [lambda: threshold_matmul(H, W, b), lambda: np.maximum(H @ W - b, 0)],
-                REPEATS))
+                REPEATS)
             best = int(np.argmin(tiles))
             print(f"{n:>4} {density:>5.3f} {m:>5} {uses:>5.1f} "
                   + " ".join(f"{t * 1e3:>8.2f}" for t in tiles)
