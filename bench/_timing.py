@@ -13,6 +13,17 @@ import numpy as np
 # timed before it; `best_time_after` measures that cost on purpose.
 SETTLE_SECONDS = 0.25
 
+# The machines these scripts run on are Firecracker guests booted with free
+# page reporting: memory the guest has left free for about two seconds goes
+# back to the host, and touching it again costs about ten times as much as
+# memory the guest kept (bench/host_memory.py). A call that allocates a large
+# output would pay for how long ago the calls before it freed theirs. Before
+# each timed call this many bytes are therefore written and freed, so that
+# every call, ours and the baselines', draws on memory the host still backs,
+# as on a machine without page reporting. `warm_memory_before_calls(0)`
+# turns it off, to see the host as it is.
+_warm_bytes = 1 << 30
+
 # Jiffies that passed during timed calls, summed over all CPUs: those the
 # hypervisor gave to other guests ("steal"), and all of them.
 _timed_ticks = np.zeros(2, dtype=np.int64)
@@ -27,6 +38,26 @@ def _cpu_ticks():
     except (OSError, ValueError):
         return None
     return fields[7], sum(fields)
+
+
+def warm_memory_before_calls(nbytes):
+    """Write and free `nbytes` before every timed call (0: never)."""
+    global _warm_bytes
+    _warm_bytes = int(nbytes)
+
+
+def memory_warming():
+    """What `settle` does to memory, for a script's header."""
+    if _warm_bytes > 0:
+        return f"{_warm_bytes / 2**30:g} GiB written and freed before each timed call"
+    return "memory not warmed before timed calls (cold, as the host serves it)"
+
+
+def settle():
+    """Back the guest's free memory, then wait out the BLAS workers."""
+    if _warm_bytes > 0:
+        np.ones(_warm_bytes // 4, dtype=np.float32)
+    time.sleep(SETTLE_SECONDS)
 
 
 def timed_call(fn):
@@ -74,11 +105,11 @@ def steal_report():
 def best_times(fns, repeats):
     """(best wall time, last result) of each callable. Repetitions are
     interleaved, so that a slow spell of a shared machine hits all alike,
-    and each call starts after `SETTLE_SECONDS` of quiet."""
+    and each call starts after `settle()`."""
     best, results = [np.inf] * len(fns), [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            time.sleep(SETTLE_SECONDS)
+            settle()
             elapsed, results[i] = timed_call(fn)
             best[i] = min(best[i], elapsed)
     return list(zip(best, results))
@@ -94,7 +125,7 @@ def best_time_after(prelude, fn, repeats):
     no pause: what a caller alternating the two sees."""
     best = np.inf
     for _ in range(repeats):
-        time.sleep(SETTLE_SECONDS)
+        settle()
         prelude()
         best = min(best, timed_call(fn)[0])
     return best

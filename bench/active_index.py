@@ -29,7 +29,8 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
-from _timing import best_time, best_times, steal_mark, steal_report, steal_since
+from _timing import (best_time, best_times, memory_warming, steal_mark, steal_report, steal_since,
+                     warm_memory_before_calls)
 
 NUMPY_CHUNK = 128
 
@@ -52,11 +53,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--tree-sample", type=int, default=128,
                         help="queries the tree is timed on above dim 16")
+    parser.add_argument("--cold-memory", action="store_true",
+                        help="do not warm the guest's free memory before each timed call "
+                             "(see bench/host_memory.py)")
     args = parser.parse_args()
+    if args.cold_memory:
+        warm_memory_before_calls(0)
     n_neurons, n_queries = (1 << 16, 256) if args.quick else (1 << 20, 1024)
     rng = np.random.default_rng(0)
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
-          f"threads={effective_n_threads()} target active={args.active:.1%}")
+          f"threads={effective_n_threads()} target active={args.active:.1%}; {memory_warming()}")
     header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'count':>7} {'brute':>7} {'auto':>7} "
               f"{'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
               f"{'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")

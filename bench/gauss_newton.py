@@ -49,7 +49,7 @@ from subquad import SparseMLPRegressor
 from subquad._config import config_info
 from subquad.neural_network import _gauss_newton as gn
 
-from _timing import SETTLE_SECONDS
+from _timing import settle
 
 TARGET = 1e-4
 GN_ITERATIONS = 30
@@ -271,11 +271,11 @@ def solver_sweep(sizes, width, repeats, sketch_sizes, tol=1e-6):
         # fastest sketch-cg run.
         cholesky, split = np.inf, None
         for _ in range(repeats):
-            time.sleep(SETTLE_SECONDS)
+            settle()
             start = time.perf_counter()
             gn.solve_cholesky(gram, residual, damping)
             cholesky = min(cholesky, time.perf_counter() - start)
-            time.sleep(SETTLE_SECONDS)
+            settle()
             run, iterations = sketch_cg(factors, gram, residual, damping, tol)
             split = run if split is None or sum(run) < sum(split) else split
         sketched_time = sum(split)

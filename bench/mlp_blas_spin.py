@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from subquad import SparseMLPClassifier, effective_n_threads
 
-from _timing import SETTLE_SECONDS, steal_mark, steal_report, steal_since, timed_call
+from _timing import settle, steal_mark, steal_report, steal_since, timed_call
 
 BATCH = 128
 
@@ -77,7 +77,7 @@ def main():
         start = steal_mark()
         for r in range(args.repeat):
             for capped in ((False, True) if r % 2 == 0 else (True, False)):
-                time.sleep(SETTLE_SECONDS)
+                settle()
                 runs[capped].append(per_step(X, y, width, args.epochs, capped))
         (wall, cpu), (wall_capped, cpu_capped) = (1e3 * np.array(runs[c]).T for c in (False, True))
         print(f"{width:>6} {np.median(wall):>7.2f} ({wall.min():>5.2f}) "

@@ -18,7 +18,8 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import best_time_after, best_times, steal_mark, steal_report, steal_since
+from _timing import (best_time_after, best_times, memory_warming, steal_mark, steal_report,
+                     steal_since, warm_memory_before_calls)
 
 
 def times(fns, repeats):
@@ -163,11 +164,17 @@ def bench_lowrank(m, rank, repeats, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one pass")
+    parser.add_argument("--cold-memory", action="store_true",
+                        help="do not warm the guest's free memory before each timed call "
+                             "(see bench/host_memory.py)")
     args = parser.parse_args(argv)
+    if args.cold_memory:
+        warm_memory_before_calls(0)
     info = config_info()
     print(f"subquad {info['subquad']}; OpenMP {'on' if info['openmp'] else 'OFF'}, "
           f"{info['n_threads']} threads; BLAS: "
-          + ", ".join(f"{b['vendor']} {b['version']}" for b in info["blas"]))
+          + ", ".join(f"{b['vendor']} {b['version']}" for b in info["blas"])
+          + f"; {memory_warming()}")
     rng = np.random.default_rng(0)
     if args.quick:
         bench_threshold([1024, 2048], 128, 2, rng)
