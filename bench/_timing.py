@@ -14,9 +14,9 @@ import numpy as np
 SETTLE_SECONDS = 0.25
 
 # The machines these scripts run on are Firecracker guests booted with free
-# page reporting: memory the guest has left free for about two seconds goes
-# back to the host, and touching it again costs about ten times as much as
-# memory the guest kept (bench/host_memory.py). A call that allocates a large
+# page reporting: memory the guest has left free for a few seconds goes back
+# to the host, and touching it again costs several times as much as memory
+# the guest kept (bench/host_memory.py). A call that allocates a large
 # output would pay for how long ago the calls before it freed theirs. Before
 # each timed call this many bytes are therefore written and freed, so that
 # every call, ours and the baselines', draws on memory the host still backs,
@@ -53,10 +53,16 @@ def memory_warming():
     return "memory not warmed before timed calls (cold, as the host serves it)"
 
 
-def settle():
-    """Back the guest's free memory, then wait out the BLAS workers."""
+def warm_free_memory():
+    """Write and free the bytes set by `warm_memory_before_calls`, so that
+    the guest's free memory is backed by the host again."""
     if _warm_bytes > 0:
         np.ones(_warm_bytes // 4, dtype=np.float32)
+
+
+def settle():
+    """Back the guest's free memory, then wait out the BLAS workers."""
+    warm_free_memory()
     time.sleep(SETTLE_SECONDS)
 
 

@@ -5,7 +5,7 @@ by how long ago the process freed memory.
     python bench/host_memory.py --mib 512
 
 On a guest with free page reporting, memory the guest leaves free for
-about two seconds goes back to the host, and the next touch makes the
+a few seconds goes back to the host, and the next touch makes the
 host fault it in again. Every timed call of `bench/_timing.py` therefore
 starts after writing and freeing 1 GiB (`settle`), so that the outputs
 both sides allocate come from memory the host still backs. This script
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import steal_mark, steal_report, steal_since, timed_call, warm_memory_before_calls
+from _timing import steal_mark, steal_report, steal_since, timed_call, warm_free_memory
 
 PAUSES = (0.0, 0.5, 3.0)
-WARM_BYTES = 1 << 30
 
 
 def first_touch(nbytes):
@@ -51,7 +50,6 @@ def main():
           f"{page_reporting()}")
     print(f"{'pause s':>7} {'cold ms':>8} {'GB/s':>6} {'warmed ms':>10} {'GB/s':>6} "
           f"{'cold/warmed':>11} {'steal':>5}")
-    warm_memory_before_calls(0)
     first_touch(nbytes)
     for pause in PAUSES:
         start = steal_mark()
@@ -60,7 +58,7 @@ def main():
             for warmed in (False, True):
                 time.sleep(pause)
                 if warmed:
-                    np.ones(WARM_BYTES // 4, dtype=np.float32)
+                    warm_free_memory()
                 times[warmed].append(timed_call(lambda: first_touch(nbytes))[0])
         cold, warm = (float(np.median(times[w])) for w in (False, True))
         print(f"{pause:>7.1f} {cold * 1e3:>8.1f} {nbytes / cold / 1e9:>6.1f} "
