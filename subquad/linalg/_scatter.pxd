@@ -4,7 +4,10 @@
 # each 256-byte chunk of w is loaded once into registers and applied to all
 # samples, while the same chunk of the next segment is prefetched
 # (bench/sparse_engine.py: the product streams W, so keeping loads of W in
-# flight is what sets its speed).
+# flight is what sets its speed). The prefetch goes to L2, not L1: one into
+# L1 holds a line-fill buffer of the core for the whole memory latency, and
+# the loads of Z's rows from L2, the bulk of the loop's traffic, queue for
+# those few buffers.
 from libc.stdint cimport int32_t
 
 cdef extern from *:
@@ -12,7 +15,7 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
     #if defined(__GNUC__) || defined(__clang__)
-    #define SUBQUAD_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #define SUBQUAD_PREFETCH(p) __builtin_prefetch((p), 0, 2)
     typedef float subquad_chunk_f __attribute__((vector_size(64)));
     typedef double subquad_chunk_d __attribute__((vector_size(64)));
     #define SUBQUAD_SCATTER_ROW(T, V)                                                \\
