@@ -490,6 +490,21 @@ def test_sparse_update_writes_only_the_product_pattern(dtype):
     np.testing.assert_allclose(W[pattern], expected[pattern], rtol=rtol_for(dtype))
 
 
+@pytest.mark.parametrize("empty", ["U", "V"])
+def test_sparse_update_with_an_all_zero_factor_leaves_w_unchanged(dtype, empty):
+    rng = np.random.default_rng(12)
+    W = rng.standard_normal((50, 60)).astype(dtype)
+    U = random_csr(rng, 50, 8, 0.1, dtype)
+    V = random_csr(rng, 8, 60, 0.1, dtype)
+    if empty == "U":
+        U = sp.csr_matrix(U.shape, dtype=dtype)
+    else:
+        V = sp.csr_matrix(V.shape, dtype=dtype)
+    before = W.copy()
+    lowrank_update_(W, U, V)
+    np.testing.assert_array_equal(W, before)
+
+
 @pytest.mark.parametrize(
     "W,U,V,error,match",
     [
