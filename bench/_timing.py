@@ -1,6 +1,7 @@
 """Wall-clock timing shared by the benchmark scripts, and how much of the
 machine the host took while it ran."""
 
+import argparse
 import time
 
 import numpy as np
@@ -20,8 +21,8 @@ SETTLE_SECONDS = 0.25
 # output would pay for how long ago the calls before it freed theirs. Before
 # each timed call this many bytes are therefore written and freed, so that
 # every call, ours and the baselines', draws on memory the host still backs,
-# as on a machine without page reporting. `warm_memory_before_calls(0)`
-# turns it off, to see the host as it is.
+# as on a machine without page reporting. A script's `--cold-memory`
+# option (`add_cold_memory_option`) turns it off, to see the host as it is.
 _warm_bytes = 1 << 30
 
 # Jiffies that passed during timed calls, summed over all CPUs: those the
@@ -40,10 +41,18 @@ def _cpu_ticks():
     return fields[7], sum(fields)
 
 
-def warm_memory_before_calls(nbytes):
-    """Write and free `nbytes` before every timed call (0: never)."""
-    global _warm_bytes
-    _warm_bytes = int(nbytes)
+class _ColdMemory(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        global _warm_bytes
+        _warm_bytes = 0
+
+
+def add_cold_memory_option(parser):
+    """Give a script's `parser` the `--cold-memory` option, which stops the
+    warming of free memory before timed calls."""
+    parser.add_argument("--cold-memory", action=_ColdMemory, nargs=0,
+                        help="do not warm the guest's free memory before each timed call "
+                             "(see bench/host_memory.py)")
 
 
 def memory_warming():
@@ -54,7 +63,7 @@ def memory_warming():
 
 
 def warm_free_memory():
-    """Write and free the bytes set by `warm_memory_before_calls`, so that
+    """Write and free `_warm_bytes` (none with `--cold-memory`), so that
     the guest's free memory is backed by the host again."""
     if _warm_bytes > 0:
         np.ones(_warm_bytes // 4, dtype=np.float32)

@@ -29,8 +29,8 @@ import numpy as np
 
 from subquad import ActiveNeuronIndex, effective_n_threads
 
-from _timing import (best_time, best_times, memory_warming, steal_mark, steal_report, steal_since,
-                     warm_memory_before_calls)
+from _timing import (add_cold_memory_option, best_time, best_times, memory_warming, steal_mark,
+                     steal_report, steal_since)
 
 NUMPY_CHUNK = 128
 
@@ -53,12 +53,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--tree-sample", type=int, default=128,
                         help="queries the tree is timed on above dim 16")
-    parser.add_argument("--cold-memory", action="store_true",
-                        help="do not warm the guest's free memory before each timed call "
-                             "(see bench/host_memory.py)")
+    add_cold_memory_option(parser)
     args = parser.parse_args()
-    if args.cold_memory:
-        warm_memory_before_calls(0)
     n_neurons, n_queries = (1 << 16, 256) if args.quick else (1 << 20, 1024)
     rng = np.random.default_rng(0)
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "

@@ -18,8 +18,8 @@ from subquad import effective_n_threads
 from subquad._config import config_info
 from subquad.linalg import blocked_gemm, lowrank_update_, threshold_matmul
 
-from _timing import (best_time_after, best_times, memory_warming, steal_mark, steal_report,
-                     steal_since, warm_memory_before_calls)
+from _timing import (add_cold_memory_option, best_time_after, best_times, memory_warming,
+                     steal_mark, steal_report, steal_since)
 
 
 def times(fns, repeats):
@@ -164,12 +164,8 @@ def bench_lowrank(m, rank, repeats, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one pass")
-    parser.add_argument("--cold-memory", action="store_true",
-                        help="do not warm the guest's free memory before each timed call "
-                             "(see bench/host_memory.py)")
+    add_cold_memory_option(parser)
     args = parser.parse_args(argv)
-    if args.cold_memory:
-        warm_memory_before_calls(0)
     info = config_info()
     print(f"subquad {info['subquad']}; OpenMP {'on' if info['openmp'] else 'OFF'}, "
           f"{info['n_threads']} threads; BLAS: "
