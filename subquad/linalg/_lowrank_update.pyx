@@ -15,20 +15,39 @@ cdef extern from *:
     void subquad_prefetch_l2(const void* p) noexcept nogil
 
 
-cdef inline void _prefetch_row_updates(
-    const floating* w, int64_t i,
-    const int32_t* U_indices, const int64_t* U_indptr,
-    const int32_t* V_indices, const int64_t* V_indptr,
-) noexcept nogil:
-    """Request into L2 every entry of row `w` (row i of W) that row i's
-    update writes. The writes within a row are scattered, so requested one
-    by one as they are made each waits for memory; requested a row ahead
-    into L2 they are all in flight at once, without holding the few L1
-    line-fill buffers the writes themselves need."""
-    cdef int64_t p, q
-    for p in range(U_indptr[i], U_indptr[i + 1]):
-        for q in range(V_indptr[U_indices[p]], V_indptr[U_indices[p] + 1]):
-            subquad_prefetch_l2(w + V_indices[q])
+cdef struct WriteCursor:
+    # Walks the writes of one row of W in the order the update makes them:
+    # U's row entries p (up to p_end), each selecting a V row whose entries
+    # q (up to q_end) give the columns written.
+    const char* row
+    int64_t p
+    int64_t p_end
+    int64_t q
+    int64_t q_end
+
+
+cdef inline WriteCursor _row_writes(const void* row, int64_t p, int64_t p_end) noexcept nogil:
+    cdef WriteCursor cursor
+    cursor.row = <const char*> row
+    cursor.p = p
+    cursor.p_end = p_end
+    cursor.q = 0
+    cursor.q_end = 0
+    return cursor
+
+
+cdef inline bint _prefetch_next(WriteCursor* cursor, size_t itemsize, const int32_t* U_indices,
+                                const int32_t* V_indices, const int64_t* V_indptr) noexcept nogil:
+    """Request the cursor's next write into L2; False once all are."""
+    while cursor.q == cursor.q_end:
+        if cursor.p == cursor.p_end:
+            return False
+        cursor.q = V_indptr[U_indices[cursor.p]]
+        cursor.q_end = V_indptr[U_indices[cursor.p] + 1]
+        cursor.p += 1
+    subquad_prefetch_l2(cursor.row + V_indices[cursor.q] * itemsize)
+    cursor.q += 1
+    return True
 
 
 def sparse_sparse_update(
@@ -38,24 +57,36 @@ def sparse_sparse_update(
     const floating[::1] V_data, const int32_t[::1] V_indices, const int64_t[::1] V_indptr,
     int n_threads,
 ):
-    """W[i, V_t pattern] += alpha * U[i, t] * V[t, pattern] for CSR U and V."""
+    """W[i, V_t pattern] += alpha * U[i, t] * V[t, pattern] for CSR U and V.
+
+    The writes within a row are scattered, so each would wait for memory.
+    Every write therefore requests one of the next row's into L2: the next
+    row's lines are all in flight a row ahead, spread out at the pace of the
+    writes. Requested in a burst at the start of a row, they stalled on the
+    core's few outstanding-miss slots."""
     cdef int64_t i, p, q, t
+    cdef int64_t n_rows = W.shape[0]
     cdef floating a
     cdef floating* w
+    cdef WriteCursor next_row
     if W.shape[1] == 0 or U_indices.shape[0] == 0 or V_indices.shape[0] == 0:
         return  # nothing to write
     with nogil:
-        for i in prange(W.shape[0], schedule="dynamic", chunksize=16,
-                        num_threads=n_threads):
+        for i in prange(n_rows, schedule="dynamic", chunksize=16, num_threads=n_threads):
             w = &W[i, 0]
-            if i + 1 < W.shape[0]:
-                _prefetch_row_updates(&W[i + 1, 0], i + 1, &U_indices[0], &U_indptr[0],
-                                      &V_indices[0], &V_indptr[0])
+            # The last row has no next one: an empty cursor.
+            next_row = _row_writes(&W[min(i + 1, n_rows - 1), 0], U_indptr[min(i + 1, n_rows)],
+                                   U_indptr[min(i + 2, n_rows)])
             for p in range(U_indptr[i], U_indptr[i + 1]):
                 t = U_indices[p]
                 a = <floating> alpha * U_data[p]
                 for q in range(V_indptr[t], V_indptr[t + 1]):
                     w[V_indices[q]] += a * V_data[q]
+                    _prefetch_next(&next_row, sizeof(floating), &U_indices[0], &V_indices[0],
+                                   &V_indptr[0])
+            while _prefetch_next(&next_row, sizeof(floating), &U_indices[0], &V_indices[0],
+                                 &V_indptr[0]):
+                pass
 
 
 def sparse_dense_update(
