@@ -490,6 +490,21 @@ def test_sparse_update_writes_only_the_product_pattern(dtype):
     np.testing.assert_allclose(W[pattern], expected[pattern], rtol=rtol_for(dtype))
 
 
+@pytest.mark.parametrize("n_rows", [1, 2, 3])
+@pytest.mark.parametrize("n_threads", THREADS)
+def test_sparse_update_of_a_few_rows_some_without_writes(dtype, n_rows, n_threads):
+    # Each row's writes request the next row's: the last row has none after
+    # it, and a row without writes sits between rows with them.
+    rng = np.random.default_rng(13)
+    W = rng.standard_normal((n_rows, 40)).astype(dtype)
+    U = sp.csr_matrix(np.array([[1.5, 0.0, -2.0], [0.0, 0.0, 0.0], [0.0, 3.0, 0.0]],
+                               dtype=dtype)[:n_rows])
+    V = random_csr(rng, 3, 40, 0.3, dtype)
+    expected = W.astype(np.float64) + U.toarray().astype(np.float64) @ V.toarray()
+    lowrank_update_(W, U, V, n_threads=n_threads)
+    np.testing.assert_allclose(W, expected, rtol=10 * rtol_for(dtype), atol=10 * rtol_for(dtype))
+
+
 @pytest.mark.parametrize("empty", ["U", "V"])
 def test_sparse_update_with_an_all_zero_factor_leaves_w_unchanged(dtype, empty):
     rng = np.random.default_rng(12)
