@@ -455,6 +455,59 @@ def test_pickle_round_trip(algorithm):
     assert clone.dtype_ == np.float32 and clone.algorithm == algorithm
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["tree", "brute"])
+def test_kept_workspace_gives_the_results_of_fresh_buffers(dtype, algorithm):
+    # Calls of growing, shrinking and growing size and output reuse the
+    # buffers of earlier ones; integer data make both runs exact.
+    rng = np.random.default_rng(6)
+    W = rng.integers(-4, 5, size=(5000, 3)).astype(dtype)
+    kept = ActiveNeuronIndex(W, algorithm=algorithm)
+    fresh = ActiveNeuronIndex(W, algorithm=algorithm, keep_workspace=False)
+    for n_queries, threshold in [(40, 6.0), (3, 2.0), (70, 10.0), (1, -3.0), (0, 1.0), (55, 0.0)]:
+        X = rng.integers(-3, 4, size=(n_queries, 3)).astype(dtype)
+        A = kept.query(X, threshold)
+        assert_exact(A, W, X, threshold)
+        B = fresh.query(X, threshold)
+        np.testing.assert_array_equal(A.indptr, B.indptr)
+        np.testing.assert_array_equal(A.indices, B.indices)
+        np.testing.assert_array_equal(A.data, B.data)
+    assert kept.workspace_nbytes_ > 0 and fresh.workspace_nbytes_ == 0
+    assert kept.release_workspace() is kept and kept.workspace_nbytes_ == 0
+    X = rng.integers(-3, 4, size=(9, 3)).astype(dtype)
+    assert_exact(kept.query(X, 4.0), W, X, 4.0)
+
+
+def test_kept_workspace_is_not_pickled_and_concurrent_queries_stay_exact():
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(7)
+    W = rng.integers(-4, 5, size=(8000, 2)).astype(np.float32)
+    index = ActiveNeuronIndex(W, algorithm="tree")
+    batches = [rng.integers(-3, 4, size=(30 + i, 2)).astype(np.float32) for i in range(16)]
+    index.query(batches[0], 3.0)
+    clone = pickle.loads(pickle.dumps(index))
+    assert clone.workspace_nbytes_ == 0
+    # Calls overlapping another one's use of the workspace stage on their own.
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda X: index.query(X, 3.0), batches))
+    for X, A in zip(batches, results):
+        assert_exact(A, W, X, 3.0)
+    assert_exact(clone.query(batches[1], 3.0), W, batches[1], 3.0)
+
+
+def test_workspace_of_another_dtype_is_rejected():
+    from subquad._workspace import StagingWorkspace
+    from subquad.linalg.threshold import threshold_csr
+    W = np.ones((3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="workspace stages 8-byte values"):
+        threshold_csr(np.ones((2, 3), np.float32), W, np.zeros(4, np.float32),
+                      workspace=StagingWorkspace(8))
+    index = ActiveNeuronIndex(np.ones((5000, 2), np.float32), algorithm="tree")
+    index._workspaces["tree"] = StagingWorkspace(8)
+    with pytest.raises(ValueError, match="workspace stages 8-byte values"):
+        index.query(np.ones((2, 2), np.float32), 0.5)
+
+
 GOOD_W = np.ones((4, 2))
 
 
@@ -469,6 +522,7 @@ GOOD_W = np.ones((4, 2))
     (dict(W=GOOD_W, leaf_size=0), ValueError, "leaf_size"),
     (dict(W=GOOD_W, leaf_size=2.5), ValueError, "leaf_size"),
     (dict(W=GOOD_W, n_threads=0), ValueError, "n_threads"),
+    (dict(W=GOOD_W, keep_workspace="yes"), TypeError, "keep_workspace"),
 ])
 def test_constructor_errors_name_the_argument(kwargs, error, name):
     with pytest.raises(error, match=name):

@@ -1,6 +1,7 @@
 """`ActiveNeuronIndex`: which neurons fire for an input, exactly and fast."""
 
 import numbers
+import threading
 import time
 
 import numpy as np
@@ -9,6 +10,7 @@ import scipy.sparse as sp
 from .._threads import effective_n_threads
 from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
 from ..linalg.threshold import threshold_csr
+from .._workspace import StagingWorkspace
 from ._tree import (NEURONS_PER_BLOCK, build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds,
                     set_rows, tree_query)
 
@@ -110,6 +112,15 @@ class ActiveNeuronIndex:
     n_threads : int, default=None
         None: all CPUs allowed by OMP_NUM_THREADS / affinity; -1: all CPUs;
         k > 0: k threads. Results do not depend on it.
+    keep_workspace : bool, default=True
+        Keep the buffers a query stages its output in from one call to the
+        next, until `release_workspace` or the index is freed: about the
+        largest output seen (8 bytes per entry in float32, 12 in float64;
+        brute's also hold a row number). Freed after every call, that memory
+        goes back to the system and the next call faults it in again page
+        by page (bench/active_index.py times the tree both ways). Calls
+        made at the same time from several Python threads stage in buffers
+        of their own.
 
     Attributes
     ----------
@@ -128,6 +139,8 @@ class ActiveNeuronIndex:
     n_rebuilds_ : int
         Times the tree was rebuilt after construction (by `update` or
         `rebuild`).
+    workspace_nbytes_ : int
+        Bytes of staging memory kept (see `keep_workspace`).
     last_query_stats_ : dict or None
         Of the last `query`/`count`: ``algorithm``, ``n_queries``,
         ``evaluated_fraction`` (inner products computed / (n_queries x
@@ -169,13 +182,15 @@ class ActiveNeuronIndex:
     REBUILD_RADIUS_GROWTH = 1.5
     REFIT_FRACTION = 8
 
-    def __init__(self, W, algorithm="auto", leaf_size=128, n_threads=None):
+    def __init__(self, W, algorithm="auto", leaf_size=128, n_threads=None, keep_workspace=True):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         if (isinstance(leaf_size, bool) or not isinstance(leaf_size, numbers.Integral)
                 or leaf_size < 1):
             raise ValueError(f"leaf_size must be an integer >= 1, got {leaf_size!r}")
         effective_n_threads(n_threads)
+        if not isinstance(keep_workspace, (bool, np.bool_)):
+            raise TypeError(f"keep_workspace must be a bool, got {keep_workspace!r}")
         W = check_float_matrix(W, "W")
         if W.shape[0] < 1 or W.shape[1] < 1:
             raise ValueError(f"W must have shape (n_neurons, dim) with n_neurons >= 1 and "
@@ -188,6 +203,7 @@ class ActiveNeuronIndex:
         self.algorithm = algorithm
         self.leaf_size = int(leaf_size)
         self.n_threads = n_threads
+        self.keep_workspace = bool(keep_workspace)
         self.W_ = np.array(W, order="C", copy=True)
         self.n_neurons_, self.dim_ = W.shape
         self.dtype_ = W.dtype
@@ -201,6 +217,7 @@ class ActiveNeuronIndex:
         self._abs_slack = 2.0 * (self.dim_ + 2) * float(np.finfo(self.dtype_).tiny)
         self._neg_shift = None
         self._tree = None
+        self._new_workspace()
         if algorithm == "brute":
             self._set_choice("brute", "requested")
         elif algorithm == "tree":
@@ -215,6 +232,48 @@ class ActiveNeuronIndex:
         else:
             self._build()
             self._set_choice("tree", "provisional: pruning is measured on each query")
+
+    def _new_workspace(self):
+        # One per algorithm: the tree stages per query, brute per thread.
+        self._workspaces = {name: StagingWorkspace(self.dtype_.itemsize)
+                            for name in ("tree", "brute")}
+        self._workspace_lock = threading.Lock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_workspaces"], state["_workspace_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._new_workspace()
+
+    @property
+    def workspace_nbytes_(self):
+        """Bytes of staging memory kept between queries."""
+        return sum(workspace.nbytes for workspace in self._workspaces.values())
+
+    def release_workspace(self):
+        """Free the staging memory kept between queries (`keep_workspace`).
+
+        Returns
+        -------
+        self
+        """
+        with self._workspace_lock:
+            self._new_workspace()
+        return self
+
+    def _staged(self, algorithm, run):
+        """``run(workspace)``: with the kept workspace of `algorithm`, or
+        None (buffers freed on return) when none is kept or another call is
+        using it."""
+        if not self.keep_workspace or not self._workspace_lock.acquire(blocking=False):
+            return run(None)
+        try:
+            return run(self._workspaces[algorithm])
+        finally:
+            self._workspace_lock.release()
 
     def _set_choice(self, algorithm, reason):
         self.algorithm_ = algorithm
@@ -375,9 +434,11 @@ class ActiveNeuronIndex:
 
     def _run_tree(self, X, threshold, count_only):
         tree = self._tree
-        return tree_query(
-            X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["ids"],
-            tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
+        args = (X, threshold, self._slack_factor, self._abs_slack, tree["blocks"], tree["ids"],
+                tree["nodes"], tree["bounds"], count_only, self._threads(X.shape[0]))
+        if count_only:
+            return tree_query(*args)  # stages nothing
+        return self._staged("tree", lambda workspace: tree_query(*args, workspace))
 
     def _brute_shift(self, threshold):
         if self._neg_shift is None or self._neg_shift[0] != -threshold:
@@ -386,8 +447,9 @@ class ActiveNeuronIndex:
 
     def _run_brute(self, X, threshold):
         # W_.T is F-ordered: the engine reads W_ in place.
-        return threshold_csr(X, self.W_.T, self._brute_shift(threshold),
-                             n_threads=self.n_threads)
+        shift = self._brute_shift(threshold)
+        return self._staged("brute", lambda workspace: threshold_csr(
+            X, self.W_.T, shift, n_threads=self.n_threads, workspace=workspace))
 
     def _choose(self, X, threshold):
         """'tree' or 'brute' for this call, and the tree's result on the

@@ -48,7 +48,8 @@ no branch depends on a bound or on a neuron being active. Each query
 appends its active neurons (original index, value) to a staging buffer of
 its own, in tree order; once all counts are known the CSR arrays are
 allocated, and each query's entries are radix-sorted by column in cache and
-written into them.
+written into them, in buffers kept between calls when the caller passes a
+`StagingWorkspace`.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -61,6 +62,7 @@ import numpy as np
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
+from .._workspace cimport StagingWorkspace
 from ._query_kernels cimport leaf_count, leaf_emit, node_test
 
 cdef enum:
@@ -690,10 +692,12 @@ def tree_query(
     const double[:, ::1] bounds,
     bint count_only,
     int n_threads,
+    StagingWorkspace workspace=None,
 ):
     """Active neurons ``fl(<w_r, x_i>) - b > 0`` of every query row of `X`,
     b being `threshold` in the working dtype. `ids` holds the original index
-    of the neuron at each tree position, padded to whole blocks.
+    of the neuron at each tree position, padded to whole blocks. The output
+    is staged in `workspace`, or, when None, in buffers freed on return.
 
     Queries are walked through the tree in batches of at most BATCH (one
     batch per thread at a time). Returns ``(counts, stats)`` if
@@ -720,9 +724,16 @@ def tree_query(
     cdef int64_t n_batches = (n_queries + batch - 1) // batch
     cdef int64_t list_room = _round_up8(batch)
     # One staging buffer per query.
-    cdef Staging* staging = <Staging*> calloc(n_queries, sizeof(Staging))
-    if staging == NULL:
-        raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
+    cdef Staging* staging
+    if workspace is None:
+        staging = <Staging*> calloc(max(n_queries, 1), sizeof(Staging))
+        if staging == NULL:
+            raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
+    else:
+        if workspace.itemsize != sizeof(floating):
+            raise ValueError(f"workspace stages {workspace.itemsize}-byte values, "
+                             f"X holds {sizeof(floating)}-byte ones")
+        staging = workspace.slots(max(n_queries, 1))
     cdef int failed = 0
     cdef int tid
     cdef int64_t c, q0, nq, i
@@ -802,4 +813,5 @@ def tree_query(
         return (np.asarray(data_out), np.asarray(indices_out),
                 indptr_arr.astype(np.int32), stats_total)
     finally:
-        release(staging, n_queries)
+        if workspace is None:
+            release(staging, n_queries)

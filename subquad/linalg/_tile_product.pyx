@@ -28,6 +28,7 @@ from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
 from .._staging cimport Staging, release, reserve
+from .._workspace cimport StagingWorkspace
 from ._compress cimport compress_positive
 from ._scatter cimport scatter_row
 
@@ -151,6 +152,7 @@ def tile_product(
     int n_threads,
     int64_t row_block,
     int64_t col_tile,
+    StagingWorkspace workspace=None,
 ):
     """Engine behind ``threshold_matmul`` and the sparse-dense product.
 
@@ -158,8 +160,9 @@ def tile_product(
     or CSR given by `H_data`, `H_indices`, `H_indptr` when `sparse`; `P`
     has zero columns when there is no correction). With `to_csr`, returns
     ``(data, indices, indptr)`` of ``max(Z + shift, 0)`` keeping entries > 0;
-    otherwise writes ``Z`` into `out` and returns None. All arrays are
-    validated by the caller.
+    otherwise writes ``Z`` into `out` and returns None. The CSR output is
+    staged in `workspace`, or, when None, in buffers freed on return. All
+    arrays are validated by the caller.
     """
     cdef int64_t m_out = W.shape[0] if trans_w else W.shape[1]
     cdef int64_t ldw = W.shape[1]
@@ -195,9 +198,16 @@ def tile_product(
     cdef int32_t[::1] sample = np.empty(nnz + 1, dtype=np.int32)
     cdef floating[::1] value = np.empty(nnz + 1, dtype=dtype)
 
-    cdef Staging* staging = <Staging*> calloc(n_threads, sizeof(Staging))
-    if staging == NULL:
-        raise MemoryError("threshold_matmul: could not allocate staging buffers")
+    cdef Staging* staging
+    if workspace is None:
+        staging = <Staging*> calloc(n_threads, sizeof(Staging))
+        if staging == NULL:
+            raise MemoryError("threshold_matmul: could not allocate staging buffers")
+    elif workspace.itemsize != sizeof(floating):
+        raise ValueError(f"workspace stages {workspace.itemsize}-byte values, "
+                         f"W holds {sizeof(floating)}-byte ones")
+    else:
+        staging = workspace.slots(n_threads)
 
     cdef const floating* Wp = &W[0, 0] if W.shape[0] > 0 and W.shape[1] > 0 else NULL
     cdef const floating* Hp = &H[0, 0] if H.shape[0] > 0 and H.shape[1] > 0 else NULL
@@ -337,4 +347,5 @@ def tile_product(
             raise MemoryError("threshold_matmul: out of memory assembling the output")
         return data_arr, indices_arr, indptr.astype(np.int32)
     finally:
-        release(staging, n_threads)
+        if workspace is None:
+            release(staging, n_threads)

@@ -59,9 +59,10 @@ def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=0.0):
     return row_block, col_tile
 
 
-def _run(H, W, shift, P, V, out, to_csr, n_threads):
+def _run(H, W, shift, P, V, out, to_csr, n_threads, workspace=None):
     """Call the engine with W as C-contiguous (m_in, m_out) or, for an
-    F-ordered W, its C-contiguous transpose."""
+    F-ordered W, its C-contiguous transpose; the CSR output is staged in
+    `workspace` (a `StagingWorkspace`) when given."""
     if sp.issparse(H):
         # The scatter reads contiguous row segments of W.
         W = np.ascontiguousarray(W)
@@ -90,12 +91,14 @@ def _run(H, W, shift, P, V, out, to_csr, n_threads):
     with blas_threads_limited(1) if calls_blas else nullcontext():
         return tile_product(
             sp.issparse(H), dense, data, indices, indptr, n_rows, m_in,
-            W_c, trans_w, P, V, shift, out, to_csr, threads, row_block, col_tile)
+            W_c, trans_w, P, V, shift, out, to_csr, threads, row_block, col_tile, workspace)
 
 
-def threshold_csr(H, W, shift, P=None, V=None, n_threads=None):
-    """``max(H @ W + P @ V + shift, 0)`` as CSR, for validated operands."""
-    data, indices, indptr = _run(H, W, shift, P, V, np.empty((0, 0), W.dtype), True, n_threads)
+def threshold_csr(H, W, shift, P=None, V=None, n_threads=None, workspace=None):
+    """``max(H @ W + P @ V + shift, 0)`` as CSR, for validated operands,
+    staged in `workspace` when given (see `_run`)."""
+    data, indices, indptr = _run(H, W, shift, P, V, np.empty((0, 0), W.dtype), True, n_threads,
+                                 workspace)
     return sp.csr_matrix((data, indices, indptr), shape=(H.shape[0], W.shape[1]))
 
 
