@@ -8,14 +8,18 @@ threshold is the 99% quantile of sampled inner products, so about 1% of
 the neurons are active per query. Columns:
 
 * tree / brute / auto: seconds for ``query`` on all queries (best of
-  ``--repeat``); auto also names what it chose. Above dim 16 the tree
-  evaluates nearly every neuron, so it is timed on ``--tree-sample``
-  queries and scaled up (marked ``*``).
+  ``--repeat``), with the default ``keep_workspace=True``: each index keeps
+  the buffers its queries stage their output in between calls; auto also
+  names what it chose. Above dim 16 the tree evaluates nearly every neuron,
+  so it is timed on ``--tree-sample`` queries and scaled up (marked ``*``).
+* fresh: the tree with ``keep_workspace=False`` (buffers freed after each
+  call, so each call faults its staging memory in again).
 * count: seconds for the tree's ``count`` on the same queries: the walk
   alone, without staging, sorting and writing the output.
 * numpy: ``X @ W.T`` then ``np.nonzero`` and the values, in chunks of 128
   queries (the full product would be n_queries x n_neurons floats).
-* brute/tree: speed-up of the tree (target >= 5 at dim <= 8);
+* brute/tree: speed-up of the tree (target >= 5 at dim <= 8); "fresh":
+  the same with both indexes freeing their buffers after each call;
   auto/best: auto's time over the better of tree and brute (target <= 1.2);
   numpy/brute: speed-up of the fused engine over NumPy (target >= 1.5).
 * steal: share of the machine's CPU time the host gave to other guests
@@ -59,9 +63,9 @@ def main():
     rng = np.random.default_rng(0)
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
           f"threads={effective_n_threads()} target active={args.active:.1%}; {memory_warming()}")
-    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'count':>7} {'brute':>7} {'auto':>7} "
-              f"{'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
-              f"{'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")
+    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'fresh':>7} {'count':>7} "
+              f"{'brute':>7} {'auto':>7} {'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
+              f"{'fresh':>5} {'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")
     print(header)
     print("-" * len(header))
     for dim in args.dims:
@@ -76,18 +80,24 @@ def main():
         build = time.perf_counter() - start
         brute = ActiveNeuronIndex(W, algorithm="brute")
         auto = ActiveNeuronIndex(W, algorithm="auto")
+        tree_fresh = ActiveNeuronIndex(W, algorithm="tree", keep_workspace=False)
+        brute_fresh = ActiveNeuronIndex(W, algorithm="brute", keep_workspace=False)
 
         X_tree = X if dim <= 16 else X[:args.tree_sample]
         dim_start = steal_mark()
         # Repetitions interleaved, so that a slow spell of the machine hits
-        # all three alike.
-        (t_tree, A_tree), (t_brute, A_brute), (t_auto, _), (t_count, _) = best_times([
+        # all alike.
+        ((t_tree, A_tree), (t_brute, A_brute), (t_auto, _), (t_count, _), (t_tree_fresh, _),
+         (t_brute_fresh, _)) = best_times([
             lambda: tree.query(X_tree, threshold),
             lambda: brute.query(X, threshold),
             lambda: auto.query(X, threshold),
-            lambda: tree.count(X_tree, threshold)], args.repeat)
+            lambda: tree.count(X_tree, threshold),
+            lambda: tree_fresh.query(X_tree, threshold),
+            lambda: brute_fresh.query(X, threshold)], args.repeat)
         t_tree *= n_queries / X_tree.shape[0]
         t_count *= n_queries / X_tree.shape[0]
+        t_tree_fresh *= n_queries / X_tree.shape[0]
         evaluated = tree.last_query_stats_["evaluated_fraction"]
         t_numpy, _ = best_time(lambda: numpy_query(X, W, threshold), args.repeat)
         # Same computation up to rounding: the active sets can differ only
@@ -96,9 +106,10 @@ def main():
         note = f"  (nnz differs by {mismatch})" if mismatch else ""
         active = A_brute.nnz / (n_queries * n_neurons)
         mark = "*" if X_tree.shape[0] < n_queries else " "
-        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_count:>6.3f}{mark} "
-              f"{t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} {t_numpy:>7.3f} "
-              f"{evaluated:>6.1%} | {t_brute / t_tree:>10.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
+        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_tree_fresh:>6.3f}{mark} "
+              f"{t_count:>6.3f}{mark} {t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} "
+              f"{t_numpy:>7.3f} {evaluated:>6.1%} | {t_brute / t_tree:>10.2f} "
+              f"{t_brute_fresh / t_tree_fresh:>5.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
               f"{t_numpy / t_brute:>11.2f} {steal_since(dim_start):>5}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
     print(steal_report())
