@@ -14,13 +14,24 @@ from ._staging cimport Staging, release
 
 
 cdef class StagingWorkspace:
-    """Staging buffers for values of `itemsize` bytes, kept between calls.
-    Not thread-safe: one call at a time may use it."""
+    """Staging buffers for values of `itemsize` bytes, and a row number per
+    entry if `with_rows` (see `Staging`), kept between calls. Not
+    thread-safe: one call at a time may use it."""
 
-    def __cinit__(self, size_t itemsize):
+    def __cinit__(self, size_t itemsize, bint with_rows):
         self.staging = NULL
         self.n_slots = 0
         self.itemsize = itemsize
+        self.with_rows = with_rows
+
+    def check(self, size_t itemsize, bint with_rows, str caller):
+        """Raise ValueError unless this workspace stages entries of this
+        kind: buffers sized for another kind would be overrun."""
+        if itemsize != self.itemsize or with_rows != self.with_rows:
+            raise ValueError(
+                f"{caller}: workspace stages {self.itemsize}-byte values "
+                f"{'with' if self.with_rows else 'without'} row numbers, the call "
+                f"{itemsize}-byte ones {'with' if with_rows else 'without'}")
 
     def __dealloc__(self):
         release(self.staging, self.n_slots)
@@ -47,6 +58,6 @@ cdef class StagingWorkspace:
         cdef int64_t i, total = self.n_slots * sizeof(Staging)
         for i in range(self.n_slots):
             total += self.staging[i].capacity * (sizeof(int32_t) + self.itemsize)
-            if self.staging[i].rows != NULL:
+            if self.with_rows:
                 total += self.staging[i].capacity * sizeof(int32_t)
         return int(total)

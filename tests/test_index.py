@@ -495,16 +495,22 @@ def test_kept_workspace_is_not_pickled_and_concurrent_queries_stay_exact():
     assert_exact(clone.query(batches[1], 3.0), W, batches[1], 3.0)
 
 
-def test_workspace_of_another_dtype_is_rejected():
+@pytest.mark.parametrize("itemsize, with_rows", [(8, True), (4, False)])
+def test_threshold_csr_rejects_a_workspace_for_other_entries(itemsize, with_rows):
+    # Buffers sized for other entries would be overrun.
     from subquad._workspace import StagingWorkspace
     from subquad.linalg.threshold import threshold_csr
-    W = np.ones((3, 4), dtype=np.float32)
-    with pytest.raises(ValueError, match="workspace stages 8-byte values"):
-        threshold_csr(np.ones((2, 3), np.float32), W, np.zeros(4, np.float32),
-                      workspace=StagingWorkspace(8))
+    with pytest.raises(ValueError, match="threshold_matmul: workspace stages"):
+        threshold_csr(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32),
+                      np.zeros(4, np.float32), workspace=StagingWorkspace(itemsize, with_rows))
+
+
+@pytest.mark.parametrize("itemsize, with_rows", [(8, False), (4, True)])
+def test_tree_query_rejects_a_workspace_for_other_entries(itemsize, with_rows):
+    from subquad._workspace import StagingWorkspace
     index = ActiveNeuronIndex(np.ones((5000, 2), np.float32), algorithm="tree")
-    index._workspaces["tree"] = StagingWorkspace(8)
-    with pytest.raises(ValueError, match="workspace stages 8-byte values"):
+    index._workspaces["tree"] = StagingWorkspace(itemsize, with_rows)
+    with pytest.raises(ValueError, match="ActiveNeuronIndex: workspace stages"):
         index.query(np.ones((2, 2), np.float32), 0.5)
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._threads import effective_n_threads
+from .._workspace import StagingWorkspace
 from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
 from ..linalg.threshold import threshold_csr
-from .._workspace import StagingWorkspace
 from ._tree import (NEURONS_PER_BLOCK, build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds,
                     set_rows, tree_query)
 
@@ -234,9 +234,10 @@ class ActiveNeuronIndex:
             self._set_choice("tree", "provisional: pruning is measured on each query")
 
     def _new_workspace(self):
-        # One per algorithm: the tree stages per query, brute per thread.
-        self._workspaces = {name: StagingWorkspace(self.dtype_.itemsize)
-                            for name in ("tree", "brute")}
+        # One per algorithm: the tree stages per query, brute per thread
+        # with a row number per entry.
+        self._workspaces = {"tree": StagingWorkspace(self.dtype_.itemsize, False),
+                            "brute": StagingWorkspace(self.dtype_.itemsize, True)}
         self._workspace_lock = threading.Lock()
 
     def __getstate__(self):

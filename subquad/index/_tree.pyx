@@ -730,9 +730,7 @@ def tree_query(
         if staging == NULL:
             raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
     else:
-        if workspace.itemsize != sizeof(floating):
-            raise ValueError(f"workspace stages {workspace.itemsize}-byte values, "
-                             f"X holds {sizeof(floating)}-byte ones")
+        workspace.check(sizeof(floating), False, "ActiveNeuronIndex")
         staging = workspace.slots(max(n_queries, 1))
     cdef int failed = 0
     cdef int tid

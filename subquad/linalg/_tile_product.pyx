@@ -203,10 +203,8 @@ def tile_product(
         staging = <Staging*> calloc(n_threads, sizeof(Staging))
         if staging == NULL:
             raise MemoryError("threshold_matmul: could not allocate staging buffers")
-    elif workspace.itemsize != sizeof(floating):
-        raise ValueError(f"workspace stages {workspace.itemsize}-byte values, "
-                         f"W holds {sizeof(floating)}-byte ones")
     else:
+        workspace.check(sizeof(floating), True, "threshold_matmul")
         staging = workspace.slots(n_threads)
 
     cdef const floating* Wp = &W[0, 0] if W.shape[0] > 0 and W.shape[1] > 0 else NULL
