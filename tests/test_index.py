@@ -612,10 +612,10 @@ def test_classifier_predictions_with_index_equal_brute(dtype):
     index = clf._network._index
     # Index coordinates: the features, the sphere lift's one, the bias.
     assert index.algorithm_ == "tree" and index.n_neurons_ == 3000 and index.dim_ == 6
-    # The cached index is reused while the weights stand still, and dropped
-    # from pickles.
+    # The cached index is reused while the weights stand still, keeps no
+    # query buffers after a prediction, and is dropped from pickles.
     clf.predict(X[:10])
-    assert clf._network._index is index
+    assert clf._network._index is index and index.workspace_nbytes_ == 0
     assert not hasattr(pickle.loads(pickle.dumps(clf))._network, "_index")
 
 
@@ -637,6 +637,8 @@ def test_training_with_the_index_equals_brute_training(dtype):
     assert getattr(brute._network, "_index", None) is None
     index = indexed._network._index
     assert index.algorithm_ == "tree" and index.last_query_stats_["algorithm"] == "tree"
+    # The steps' query buffers are not kept by the fitted model.
+    assert index.workspace_nbytes_ == 0
     tol = 1e-3 if dtype == np.float32 else 1e-8
     for a, b in zip(brute.coefs_, indexed.coefs_):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -204,6 +204,9 @@ class _Network:
         return np.vstack([self.forward(X[i:i + chunk])[1]
                           for i in range(0, X.shape[0], chunk)])
 
+    def release_buffers(self):
+        """Free memory kept between calls for speed (none in this class)."""
+
     def squared_weight_norm(self):
         total = _squared_norm(self.W_out)
         for W, s in zip(self.hidden_W, self.scales):
@@ -286,8 +289,19 @@ class SparseNetwork(_Network):
 
     def outputs(self, X, chunk):
         index = None if sp.issparse(X) else self._first_layer_index(X.shape[0])
-        return np.vstack([self.forward(X[i:i + chunk], index)[1]
-                          for i in range(0, X.shape[0], chunk)])
+        outputs = np.vstack([self.forward(X[i:i + chunk], index)[1]
+                             for i in range(0, X.shape[0], chunk)])
+        # The index's buffers now hold a whole chunk's first layer: kept,
+        # they would stay with the fitted model.
+        self.release_buffers()
+        return outputs
+
+    def release_buffers(self):
+        """Free the first-layer index's query buffers (see
+        `ActiveNeuronIndex.release_workspace`); the index itself stays."""
+        index = getattr(self, "_index", None)
+        if index is not None:
+            index.release_workspace()
 
     def forward(self, X, first_layer_index=None):
         """Activations (input, then CSR per hidden layer) and dense outputs.

@@ -438,6 +438,9 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
                               ConvergenceWarning, stacklevel=3)
         if self.early_stopping and state["best_params"] is not None and not incremental:
             network.restore(state["best_params"])
+        # The steps kept the first-layer index's query buffers for the next
+        # step; the fitted model need not hold them.
+        network.release_buffers()
 
     def _stop_now(self, network, state, epoch_loss):
         """scikit-learn's no-improvement rule on the training loss, or on the
