@@ -62,8 +62,9 @@ def sparse_sparse_update(
     The writes within a row are scattered, so each would wait for memory.
     Every write therefore requests one of the next row's into L2: the next
     row's lines are all in flight a row ahead, spread out at the pace of the
-    writes. Requested in a burst at the start of a row, they stalled on the
-    core's few outstanding-miss slots."""
+    writes. Requested in a burst at the start of a row, they all queue at
+    once for the core's few outstanding-miss slots, and the update was
+    slower (an A/B of the two ways)."""
     cdef int64_t i, p, q, t
     cdef int64_t n_rows = W.shape[0]
     cdef floating a
