@@ -55,13 +55,13 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport free, malloc, realloc
 
 import numpy as np
 
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
-from .._staging cimport Staging, release, reserve
+from .._staging cimport Staging, reserve
 from .._workspace cimport StagingWorkspace
 from ._query_kernels cimport leaf_count, leaf_emit, node_test
 
@@ -723,15 +723,12 @@ def tree_query(
     cdef int64_t batch = max(1, min(BATCH, (n_queries + n_threads - 1) // n_threads))
     cdef int64_t n_batches = (n_queries + batch - 1) // batch
     cdef int64_t list_room = _round_up8(batch)
-    # One staging buffer per query.
-    cdef Staging* staging
+    # One staging buffer per query; a workspace of this call only frees
+    # them on return.
     if workspace is None:
-        staging = <Staging*> calloc(max(n_queries, 1), sizeof(Staging))
-        if staging == NULL:
-            raise MemoryError("ActiveNeuronIndex: could not allocate staging buffers")
-    else:
-        workspace.check(sizeof(floating), False, "ActiveNeuronIndex")
-        staging = workspace.slots(max(n_queries, 1))
+        workspace = StagingWorkspace(sizeof(floating), False)
+    workspace.check(sizeof(floating), False, "ActiveNeuronIndex")
+    cdef Staging* staging = workspace.slots(max(n_queries, 1))
     cdef int failed = 0
     cdef int tid
     cdef int64_t c, q0, nq, i
@@ -747,69 +744,65 @@ def tree_query(
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
     cdef int64_t[::1] indptr
-    try:
-        if n_queries > 0:
-            with nogil, parallel(num_threads=n_threads):
-                tid = omp_get_thread_num()
-                lists = <double*> malloc(
-                    (MAX_DEPTH + 2) * (dim + 1) * list_room * sizeof(double))
-                list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
-                scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
-                frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
-                cols = <int32_t**> malloc(batch * sizeof(int32_t*))
-                vals = <floating**> malloc(batch * sizeof(floating*))
-                for c in prange(n_batches, schedule="dynamic"):
-                    if (lists == NULL or list_ids == NULL or scan == NULL or frames == NULL
-                            or cols == NULL or vals == NULL):
-                        failed += 1
-                        continue
-                    q0 = c * batch
-                    nq = min(batch, n_queries - q0)
-                    if _query_batch(
-                            &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
-                            &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
-                            staging + q0, &counts[q0], count_only, lists, list_ids, frames,
-                            scan, cols, vals, &stats[tid, 0]) < 0:
-                        failed += 1
-                free(lists)
-                free(list_ids)
-                free(scan)
-                free(frames)
-                free(cols)
-                free(vals)
-        if failed:
-            raise MemoryError("ActiveNeuronIndex: out of memory staging the output")
-        stats_total = stats_arr[:, :N_STATS].sum(axis=0)
-        if count_only:
-            return counts_arr, stats_total
+    if n_queries > 0:
+        with nogil, parallel(num_threads=n_threads):
+            tid = omp_get_thread_num()
+            lists = <double*> malloc(
+                (MAX_DEPTH + 2) * (dim + 1) * list_room * sizeof(double))
+            list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
+            scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
+            frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
+            cols = <int32_t**> malloc(batch * sizeof(int32_t*))
+            vals = <floating**> malloc(batch * sizeof(floating*))
+            for c in prange(n_batches, schedule="dynamic"):
+                if (lists == NULL or list_ids == NULL or scan == NULL or frames == NULL
+                        or cols == NULL or vals == NULL):
+                    failed += 1
+                    continue
+                q0 = c * batch
+                nq = min(batch, n_queries - q0)
+                if _query_batch(
+                        &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
+                        &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
+                        staging + q0, &counts[q0], count_only, lists, list_ids, frames,
+                        scan, cols, vals, &stats[tid, 0]) < 0:
+                    failed += 1
+            free(lists)
+            free(list_ids)
+            free(scan)
+            free(frames)
+            free(cols)
+            free(vals)
+    if failed:
+        raise MemoryError("ActiveNeuronIndex: out of memory staging the output")
+    stats_total = stats_arr[:, :N_STATS].sum(axis=0)
+    if count_only:
+        return counts_arr, stats_total
 
-        indptr_arr = row_pointers(counts_arr, "ActiveNeuronIndex.query",
-                                  "query X in row batches")
-        total = int(indptr_arr[n_queries])
-        indptr = indptr_arr
-        data_out = np.empty(total, dtype=dtype)
-        indices_out = np.empty(total, dtype=np.int32)
-        if total > 0:
-            with nogil, parallel(num_threads=n_threads):
-                histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
-                scratch = NULL
-                scratch_size = 0
-                for i in prange(n_queries, schedule="dynamic"):
-                    if histogram == NULL:
-                        failed += 1
-                        continue
-                    if counts[i] == 0:
-                        continue
-                    if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
-                                  &scratch, &scratch_size, key_bits, histogram,
-                                  &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
-                        failed += 1
-                free(histogram)
-                free(scratch)
-        if failed:
-            raise MemoryError("ActiveNeuronIndex: out of memory sorting the output")
-        return (np.asarray(data_out), np.asarray(indices_out),
-                indptr_arr.astype(np.int32), stats_total)
-    finally:
-        if workspace is None:
-            release(staging, n_queries)
+    indptr_arr = row_pointers(counts_arr, "ActiveNeuronIndex.query",
+                              "query X in row batches")
+    total = int(indptr_arr[n_queries])
+    indptr = indptr_arr
+    data_out = np.empty(total, dtype=dtype)
+    indices_out = np.empty(total, dtype=np.int32)
+    if total > 0:
+        with nogil, parallel(num_threads=n_threads):
+            histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
+            scratch = NULL
+            scratch_size = 0
+            for i in prange(n_queries, schedule="dynamic"):
+                if histogram == NULL:
+                    failed += 1
+                    continue
+                if counts[i] == 0:
+                    continue
+                if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
+                              &scratch, &scratch_size, key_bits, histogram,
+                              &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
+                    failed += 1
+            free(histogram)
+            free(scratch)
+    if failed:
+        raise MemoryError("ActiveNeuronIndex: out of memory sorting the output")
+    return (np.asarray(data_out), np.asarray(indices_out),
+            indptr_arr.astype(np.int32), stats_total)

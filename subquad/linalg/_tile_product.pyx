@@ -27,7 +27,7 @@ import numpy as np
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import row_pointers
-from .._staging cimport Staging, release, reserve
+from .._staging cimport Staging, reserve
 from .._workspace cimport StagingWorkspace
 from ._compress cimport compress_positive
 from ._scatter cimport scatter_row
@@ -198,14 +198,11 @@ def tile_product(
     cdef int32_t[::1] sample = np.empty(nnz + 1, dtype=np.int32)
     cdef floating[::1] value = np.empty(nnz + 1, dtype=dtype)
 
-    cdef Staging* staging
+    # A workspace of this call only frees its buffers on return.
     if workspace is None:
-        staging = <Staging*> calloc(n_threads, sizeof(Staging))
-        if staging == NULL:
-            raise MemoryError("threshold_matmul: could not allocate staging buffers")
-    else:
-        workspace.check(sizeof(floating), True, "threshold_matmul")
-        staging = workspace.slots(n_threads)
+        workspace = StagingWorkspace(sizeof(floating), True)
+    workspace.check(sizeof(floating), True, "threshold_matmul")
+    cdef Staging* staging = workspace.slots(n_threads)
 
     cdef const floating* Wp = &W[0, 0] if W.shape[0] > 0 and W.shape[1] > 0 else NULL
     cdef const floating* Hp = &H[0, 0] if H.shape[0] > 0 and H.shape[1] > 0 else NULL
@@ -233,117 +230,113 @@ def tile_product(
     cdef int64_t[::1] row_start
     cdef int64_t[:, ::1] offsets
 
-    try:
-        if sparse and nnz > 0:
-            with nogil, parallel(num_threads=n_threads):
-                cursor = <int64_t*> calloc(m_in + 1, sizeof(int64_t))
-                for b in prange(n_blocks, schedule="dynamic"):
-                    if cursor == NULL:
-                        failed += 1
-                        continue
-                    _transpose_block(
-                        dp, ip, pp, b * row_block, min(n_rows, (b + 1) * row_block), m_in,
-                        cursor, &w_rows[0], &w_rows_ptr[pp[b * row_block] + b],
-                        &n_w_rows[b], &sample[0], &value[0])
-                free(cursor)
-            if failed:
-                raise MemoryError("threshold_matmul: out of memory transposing H")
-
+    if sparse and nnz > 0:
         with nogil, parallel(num_threads=n_threads):
-            tid = omp_get_thread_num()
-            Z = <floating*> malloc(row_block * col_tile * sizeof(floating)) if to_csr else NULL
-            for item in prange(n_items, schedule="dynamic"):
-                if to_csr and Z == NULL:
-                    failed += 1
-                    continue
-                b = item // n_groups
-                g = item % n_groups
-                r0 = b * row_block
-                nr = min(row_block, n_rows - r0)
-                s = staging + tid
-                item_thread[item] = tid
-                item_start[item] = s.size
-                t_end = min(n_tiles, (g + 1) * tiles_per_group)
-                for t in range(g * tiles_per_group, t_end):
-                    c0 = t * col_tile
-                    tw = min(col_tile, m_out - c0)
-                    if to_csr:
-                        Zp = Z
-                        ldz = tw
-                    else:
-                        Zp = outp + r0 * m_out + c0
-                        ldz = m_out
-                    if sparse:
-                        _sparse_tile(
-                            Wp, ldw, c0, tw, &w_rows[0] + pp[r0],
-                            &w_rows_ptr[pp[r0] + b], n_w_rows[b],
-                            &sample[0], &value[0], Zp, ldz, nr)
-                    elif trans_w:
-                        _gemm(NoTrans, Trans, <int> nr, <int> tw, <int> m_in, 1.0,
-                              Hp + r0 * m_in, <int> m_in, Wp + c0 * ldw, <int> ldw,
-                              0.0, Zp, <int> ldz)
-                    else:
-                        _gemm(NoTrans, NoTrans, <int> nr, <int> tw, <int> m_in, 1.0,
-                              Hp + r0 * m_in, <int> m_in, Wp + c0, <int> ldw,
-                              0.0, Zp, <int> ldz)
-                    if rank > 0:
-                        _gemm(NoTrans, NoTrans, <int> nr, <int> tw, <int> rank, 1.0,
-                              Pp + r0 * rank, <int> rank, Vp + c0, <int> m_out,
-                              1.0, Zp, <int> ldz)
-                    if to_csr and _emit(s, Zp, ldz, nr, tw, c0, shiftp,
-                                        countsp + r0 * n_groups + g, n_groups) < 0:
-                        failed += 1
-                        break
-                item_size[item] = s.size - item_start[item]
-            free(Z)
-        if failed:
-            raise MemoryError("threshold_matmul: out of memory staging the output")
-        if not to_csr:
-            return None
-
-        totals_arr = np.empty(n_rows, dtype=np.int64)
-        row_totals = totals_arr
-        for i in range(n_rows):
-            row_totals[i] = 0
-            for g in range(n_groups):
-                row_totals[i] += counts[i, g]
-        indptr = row_pointers(totals_arr, "threshold_matmul", "pass H in row batches")
-        row_start = indptr
-        # Where item (b, g) writes row r: after row r's entries of groups < g.
-        offsets = np.empty((n_rows, n_groups), dtype=np.int64)
-        for i in range(n_rows):
-            pos = row_start[i]
-            for g in range(n_groups):
-                offsets[i, g] = pos
-                pos += counts[i, g]
-        data_arr = np.empty(row_start[n_rows], dtype=dtype)
-        indices_arr = np.empty(row_start[n_rows], dtype=np.int32)
-        data_out = data_arr
-        indices_out = indices_arr
-
-        with nogil, parallel(num_threads=n_threads):
-            cursor = <int64_t*> malloc((row_block + 1) * sizeof(int64_t))
-            for item in prange(n_items, schedule="dynamic"):
+            cursor = <int64_t*> calloc(m_in + 1, sizeof(int64_t))
+            for b in prange(n_blocks, schedule="dynamic"):
                 if cursor == NULL:
                     failed += 1
                     continue
-                b = item // n_groups
-                g = item % n_groups
-                r0 = b * row_block
-                nr = min(row_block, n_rows - r0)
-                for i in range(nr):
-                    cursor[i] = offsets[r0 + i, g]
-                s = staging + item_thread[item]
-                svals = <floating*> s.vals
-                for e in range(item_start[item], item_start[item] + item_size[item]):
-                    pos = cursor[s.rows[e]]
-                    indices_out[pos] = s.cols[e]
-                    data_out[pos] = svals[e]
-                    cursor[s.rows[e]] = pos + 1
+                _transpose_block(
+                    dp, ip, pp, b * row_block, min(n_rows, (b + 1) * row_block), m_in,
+                    cursor, &w_rows[0], &w_rows_ptr[pp[b * row_block] + b],
+                    &n_w_rows[b], &sample[0], &value[0])
             free(cursor)
         if failed:
-            raise MemoryError("threshold_matmul: out of memory assembling the output")
-        return data_arr, indices_arr, indptr.astype(np.int32)
-    finally:
-        if workspace is None:
-            release(staging, n_threads)
+            raise MemoryError("threshold_matmul: out of memory transposing H")
+
+    with nogil, parallel(num_threads=n_threads):
+        tid = omp_get_thread_num()
+        Z = <floating*> malloc(row_block * col_tile * sizeof(floating)) if to_csr else NULL
+        for item in prange(n_items, schedule="dynamic"):
+            if to_csr and Z == NULL:
+                failed += 1
+                continue
+            b = item // n_groups
+            g = item % n_groups
+            r0 = b * row_block
+            nr = min(row_block, n_rows - r0)
+            s = staging + tid
+            item_thread[item] = tid
+            item_start[item] = s.size
+            t_end = min(n_tiles, (g + 1) * tiles_per_group)
+            for t in range(g * tiles_per_group, t_end):
+                c0 = t * col_tile
+                tw = min(col_tile, m_out - c0)
+                if to_csr:
+                    Zp = Z
+                    ldz = tw
+                else:
+                    Zp = outp + r0 * m_out + c0
+                    ldz = m_out
+                if sparse:
+                    _sparse_tile(
+                        Wp, ldw, c0, tw, &w_rows[0] + pp[r0],
+                        &w_rows_ptr[pp[r0] + b], n_w_rows[b],
+                        &sample[0], &value[0], Zp, ldz, nr)
+                elif trans_w:
+                    _gemm(NoTrans, Trans, <int> nr, <int> tw, <int> m_in, 1.0,
+                          Hp + r0 * m_in, <int> m_in, Wp + c0 * ldw, <int> ldw,
+                          0.0, Zp, <int> ldz)
+                else:
+                    _gemm(NoTrans, NoTrans, <int> nr, <int> tw, <int> m_in, 1.0,
+                          Hp + r0 * m_in, <int> m_in, Wp + c0, <int> ldw,
+                          0.0, Zp, <int> ldz)
+                if rank > 0:
+                    _gemm(NoTrans, NoTrans, <int> nr, <int> tw, <int> rank, 1.0,
+                          Pp + r0 * rank, <int> rank, Vp + c0, <int> m_out,
+                          1.0, Zp, <int> ldz)
+                if to_csr and _emit(s, Zp, ldz, nr, tw, c0, shiftp,
+                                    countsp + r0 * n_groups + g, n_groups) < 0:
+                    failed += 1
+                    break
+            item_size[item] = s.size - item_start[item]
+        free(Z)
+    if failed:
+        raise MemoryError("threshold_matmul: out of memory staging the output")
+    if not to_csr:
+        return None
+
+    totals_arr = np.empty(n_rows, dtype=np.int64)
+    row_totals = totals_arr
+    for i in range(n_rows):
+        row_totals[i] = 0
+        for g in range(n_groups):
+            row_totals[i] += counts[i, g]
+    indptr = row_pointers(totals_arr, "threshold_matmul", "pass H in row batches")
+    row_start = indptr
+    # Where item (b, g) writes row r: after row r's entries of groups < g.
+    offsets = np.empty((n_rows, n_groups), dtype=np.int64)
+    for i in range(n_rows):
+        pos = row_start[i]
+        for g in range(n_groups):
+            offsets[i, g] = pos
+            pos += counts[i, g]
+    data_arr = np.empty(row_start[n_rows], dtype=dtype)
+    indices_arr = np.empty(row_start[n_rows], dtype=np.int32)
+    data_out = data_arr
+    indices_out = indices_arr
+
+    with nogil, parallel(num_threads=n_threads):
+        cursor = <int64_t*> malloc((row_block + 1) * sizeof(int64_t))
+        for item in prange(n_items, schedule="dynamic"):
+            if cursor == NULL:
+                failed += 1
+                continue
+            b = item // n_groups
+            g = item % n_groups
+            r0 = b * row_block
+            nr = min(row_block, n_rows - r0)
+            for i in range(nr):
+                cursor[i] = offsets[r0 + i, g]
+            s = staging + item_thread[item]
+            svals = <floating*> s.vals
+            for e in range(item_start[item], item_start[item] + item_size[item]):
+                pos = cursor[s.rows[e]]
+                indices_out[pos] = s.cols[e]
+                data_out[pos] = svals[e]
+                cursor[s.rows[e]] = pos + 1
+        free(cursor)
+    if failed:
+        raise MemoryError("threshold_matmul: out of memory assembling the output")
+    return data_arr, indices_arr, indptr.astype(np.int32)
