@@ -219,7 +219,8 @@ class ActiveNeuronIndex:
         self._abs_slack = 2.0 * (self.dim_ + 2) * float(np.finfo(self.dtype_).tiny)
         self._neg_shift = None
         self._tree = None
-        self._new_workspace()
+        self._workspaces = self._empty_workspaces()
+        self._workspace_lock = threading.Lock()
         if algorithm == "brute":
             self._set_choice("brute", "requested")
         elif algorithm == "tree":
@@ -235,12 +236,11 @@ class ActiveNeuronIndex:
             self._build()
             self._set_choice("tree", "provisional: pruning is measured on each query")
 
-    def _new_workspace(self):
+    def _empty_workspaces(self):
         # One per algorithm: the tree stages per query, brute per thread
         # with a row number per entry.
-        self._workspaces = {"tree": StagingWorkspace(self.dtype_.itemsize, False),
-                            "brute": StagingWorkspace(self.dtype_.itemsize, True)}
-        self._workspace_lock = threading.Lock()
+        return {"tree": StagingWorkspace(self.dtype_.itemsize, False),
+                "brute": StagingWorkspace(self.dtype_.itemsize, True)}
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -249,7 +249,8 @@ class ActiveNeuronIndex:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._new_workspace()
+        self._workspaces = self._empty_workspaces()
+        self._workspace_lock = threading.Lock()
 
     @property
     def workspace_nbytes_(self):
@@ -264,7 +265,7 @@ class ActiveNeuronIndex:
         self
         """
         with self._workspace_lock:
-            self._new_workspace()
+            self._workspaces = self._empty_workspaces()
         return self
 
     def _staged(self, algorithm, run):
