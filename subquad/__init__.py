@@ -12,6 +12,7 @@ except ImportError as error:  # pragma: no cover - exercised only when unbuilt
 
 from . import index, kernel_approximation, kernels, linalg, neural_network, sketch
 from ._config import show_config
+from ._output_pool import get_output_pool_limit, output_pool_stats, set_output_pool_limit
 from ._threads import effective_n_threads
 from .index import ActiveNeuronIndex
 from .neural_network import SparseMLPClassifier, SparseMLPRegressor
@@ -23,11 +24,14 @@ __all__ = [
     "SparseMLPClassifier",
     "SparseMLPRegressor",
     "effective_n_threads",
+    "get_output_pool_limit",
     "index",
     "kernel_approximation",
     "kernels",
     "linalg",
     "neural_network",
+    "output_pool_stats",
+    "set_output_pool_limit",
     "sketch",
     "show_config",
     "__version__",

@@ -1,6 +1,8 @@
-"""Row pointers of a CSR output assembled from per-row entry counts."""
+"""The arrays of a CSR output assembled from per-row entry counts."""
 
 import numpy as np
+
+from . import _output_pool
 
 
 def row_pointers(row_counts, owner, remedy):
@@ -17,3 +19,9 @@ def row_pointers(row_counts, owner, remedy):
             f"{owner}: the output has {total} nonzeros, more than a CSR matrix with "
             f"32-bit indices holds; {remedy}")
     return indptr
+
+
+def entry_arrays(total, dtype):
+    """Uninitialised ``(data, indices)`` arrays for `total` entries, values
+    of `dtype` and int32 columns, large ones from the output pool."""
+    return _output_pool.empty(total, dtype), _output_pool.empty(total, np.int32)

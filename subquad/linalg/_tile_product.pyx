@@ -26,7 +26,7 @@ import numpy as np
 
 from .._cython_blas cimport NoTrans, Trans, _gemm
 from .._openmp cimport omp_get_thread_num
-from .._csr_output import row_pointers
+from .._csr_output import entry_arrays, row_pointers
 from .._staging cimport Staging, reserve
 from .._workspace cimport StagingWorkspace
 from ._compress cimport compress_positive
@@ -312,8 +312,7 @@ def tile_product(
         for g in range(n_groups):
             offsets[i, g] = pos
             pos += counts[i, g]
-    data_arr = np.empty(row_start[n_rows], dtype=dtype)
-    indices_arr = np.empty(row_start[n_rows], dtype=np.int32)
+    data_arr, indices_arr = entry_arrays(row_start[n_rows], dtype)
     data_out = data_arr
     indices_out = indices_arr
 
