@@ -47,8 +47,9 @@ into the child's list with compress instructions (`_query_kernels.pxd`);
 no branch depends on a bound or on a neuron being active. Each query
 appends its active neurons (original index, value) to a staging buffer of
 its own, in tree order; once all counts are known the CSR arrays are
-allocated, and each query's entries are radix-sorted by column in cache and
-written into them, in buffers kept between calls when the caller passes a
+allocated (from the output pool, `_output_pool.pyx`), and each query's
+entries are radix-sorted by column in cache and streamed into them; the
+staging buffers are kept between calls when the caller passes a
 `StagingWorkspace`.
 """
 from cython cimport floating
@@ -60,10 +61,11 @@ from libc.stdlib cimport free, malloc, realloc
 import numpy as np
 
 from .._openmp cimport omp_get_thread_num
-from .._csr_output import row_pointers
+from .._csr_output import entry_arrays, row_pointers
 from .._staging cimport Staging, reserve
 from .._workspace cimport StagingWorkspace
-from ._query_kernels cimport leaf_count, leaf_emit, node_test
+from ._query_kernels cimport (leaf_count, leaf_emit, node_test, stream_fence,
+                              unpack_entries_f32, unpack_entries_f64)
 
 cdef enum:
     # A tree whose every split leaves at least a quarter on each side is
@@ -596,9 +598,10 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
     into half as many places as separate column and value arrays would.
     The passes ping-pong between the two halves of the thread's `scratch`
     (grown as needed, reused for every query, so in cache), and the result
-    is written out sequentially: scattering into the input (written long
-    before, so out of cache) or into the output (memory not yet touched)
-    was slower (bench/active_index.py). Returns 0, or -1 when out of memory."""
+    is written out sequentially, by streaming stores where it can
+    (`unpack_entries_f32`): scattering into the input (written long before,
+    so out of cache) or into the output (memory not yet touched) was slower
+    (bench/active_index.py). Returns 0, or -1 when out of memory."""
     cdef int64_t n_passes = (key_bits + RADIX_BITS - 1) // RADIX_BITS
     cdef int64_t digit_bits = (key_bits + n_passes - 1) // n_passes
     cdef int64_t n_digits = <int64_t> 1 << digit_bits
@@ -610,7 +613,6 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
     cdef uint64_t entry
     cdef int32_t key
     cdef void* grown
-    cdef FloatBits u
     if count <= 32:
         # Insertion sort: cheaper than a radix pass for a few entries.
         for i in range(count):
@@ -670,14 +672,10 @@ cdef int _sort_into(const int32_t* cols, const floating* vals, int64_t count,
         swap = src
         src = dst
         dst = swap
-    for i in range(count):
-        entry = src[i]
-        out_cols[i] = <int32_t> (entry >> 32)
-        if floating is float:
-            u.bits = <uint32_t> entry
-            out_vals[i] = u.value
-        else:
-            out_vals[i] = vals[<uint32_t> entry]
+    if floating is float:
+        unpack_entries_f32(src, count, out_cols, out_vals)
+    else:
+        unpack_entries_f64(src, count, vals, out_cols, out_vals)
     return 0
 
 
@@ -783,8 +781,9 @@ def tree_query(
                               "query X in row batches")
     total = int(indptr_arr[n_queries])
     indptr = indptr_arr
-    data_out = np.empty(total, dtype=dtype)
-    indices_out = np.empty(total, dtype=np.int32)
+    data_arr, indices_arr = entry_arrays(total, dtype)
+    data_out = data_arr
+    indices_out = indices_arr
     if total > 0:
         with nogil, parallel(num_threads=n_threads):
             histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
@@ -800,9 +799,10 @@ def tree_query(
                               &scratch, &scratch_size, key_bits, histogram,
                               &indices_out[indptr[i]], &data_out[indptr[i]]) < 0:
                     failed += 1
+            stream_fence()
             free(histogram)
             free(scratch)
     if failed:
         raise MemoryError("ActiveNeuronIndex: out of memory sorting the output")
-    return (np.asarray(data_out), np.asarray(indices_out),
+    return (data_arr, indices_arr,
             indptr_arr.astype(np.int32), stats_total)
