@@ -24,6 +24,11 @@ the neurons are active per query. Columns:
   numpy/brute: speed-up of the fused engine over NumPy (target >= 1.5).
 * steal: share of the machine's CPU time the host gave to other guests
   while this dim's calls were timed; a large one voids the row.
+
+Each call's result replaces the one before it, so large outputs reuse the
+memory of dropped ones (`subquad.set_output_pool_limit`), as in a loop
+that queries every step; ``--no-output-pool`` times every call on fresh
+output memory instead.
 """
 
 import argparse
@@ -31,6 +36,7 @@ import time
 
 import numpy as np
 
+import subquad
 from subquad import ActiveNeuronIndex, effective_n_threads
 
 from _timing import (add_cold_memory_option, best_time, best_times, memory_warming, steal_mark,
@@ -57,12 +63,18 @@ def main():
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--tree-sample", type=int, default=128,
                         help="queries the tree is timed on above dim 16")
+    parser.add_argument("--no-output-pool", action="store_true",
+                        help="do not recycle the memory of dropped outputs")
     add_cold_memory_option(parser)
     args = parser.parse_args()
+    if args.no_output_pool:
+        subquad.set_output_pool_limit(0)
+    pool = subquad.get_output_pool_limit()
     n_neurons, n_queries = (1 << 16, 256) if args.quick else (1 << 20, 1024)
     rng = np.random.default_rng(0)
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
-          f"threads={effective_n_threads()} target active={args.active:.1%}; {memory_warming()}")
+          f"threads={effective_n_threads()} target active={args.active:.1%}; {memory_warming()}; "
+          f"output pool {f'{pool / 2**20:g} MiB' if pool else 'off'}")
     header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'fresh':>7} {'count':>7} "
               f"{'brute':>7} {'auto':>7} {'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
               f"{'fresh':>5} {'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")
