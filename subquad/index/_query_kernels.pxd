@@ -302,11 +302,6 @@ cdef extern from *:
             vals[i] = staged[(uint32_t) src[i]];
         }
     }
-    static inline void subquad_stream_fence(void) {
-    #ifdef SUBQUAD_INDEX_AVX512
-        _mm_sfence();
-    #endif
-    }
 
     /* ---- one node against a list of queries, stored by coordinate: row a
        (a < dim) holds coordinate a of every query, in float64, row dim
@@ -435,7 +430,6 @@ cdef extern from *:
     void unpack_entries_f64 "subquad_unpack_entries_f64"(
         const uint64_t* src, int64_t count, const double* staged, int32_t* cols,
         double* vals) noexcept nogil
-    void stream_fence "subquad_stream_fence"() noexcept nogil
     Py_ssize_t node_test "subquad_node_test"(
         const double* bound, Py_ssize_t dim, double b, double slack_factor, double abs_slack,
         int leaf, const double* xs, Py_ssize_t stride, const int32_t* ids, Py_ssize_t n,

@@ -63,9 +63,10 @@ import numpy as np
 from .._openmp cimport omp_get_thread_num
 from .._csr_output import entry_arrays, row_pointers
 from .._staging cimport Staging, reserve
+from .._stream cimport stream_fence
 from .._workspace cimport StagingWorkspace
-from ._query_kernels cimport (leaf_count, leaf_emit, node_test, stream_fence,
-                              unpack_entries_f32, unpack_entries_f64)
+from ._query_kernels cimport (leaf_count, leaf_emit, node_test, unpack_entries_f32,
+                              unpack_entries_f64)
 
 cdef enum:
     # A tree whose every split leaves at least a quarter on each side is
