@@ -107,14 +107,15 @@ def test_bad_limit_is_rejected(limit, error, match):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_index_outputs_from_reused_blocks_stay_exact_and_independent(dtype):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_index_outputs_from_reused_blocks_stay_exact_and_independent(dtype, n_threads):
     """Queries large enough to be pooled, with results dropped and kept:
     every result stays what it was while alive, however later ones reuse
     memory."""
     rng = np.random.default_rng(0)
     W = rng.integers(-4, 5, size=(1 << 15, 2)).astype(dtype)
     X = rng.integers(-3, 4, size=(64, 2)).astype(dtype)
-    index = ActiveNeuronIndex(W, algorithm="tree")
+    index = ActiveNeuronIndex(W, algorithm="tree", n_threads=n_threads)
     values = X.astype(np.float64) @ W.T.astype(np.float64)
     expected = {b: np.where(values - b > 0, values - b, 0) for b in (-50.0, -2.0, 1.0)}
     kept = []
