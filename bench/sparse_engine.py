@@ -95,6 +95,20 @@ def bench_threshold(sizes, n, repeats, rng):
               f"{f'{needs_dense:.0%}' if has_dense_target else '-':>18} "
               f"{steal_since(row_start):>5}  " + "; ".join(targets))
         del W, H, H_dense
+    print_fixed_cost(rng, repeats)
+
+
+def print_fixed_cost(rng, repeats):
+    """What a call costs whatever its size: a tiny product timed like the
+    rows above (after the settle, caches cold) and straight after another
+    call (warm)."""
+    H = sparse_rows(rng, 4, 64, 0.1)
+    W = rng.standard_normal((64, 64)).astype(np.float32)
+    after_settle = times([lambda: threshold_matmul(H, W, 0.5)], repeats)[0]
+    back_to_back = best_time_after(lambda: threshold_matmul(H, W, 0.5),
+                                   lambda: threshold_matmul(H, W, 0.5), repeats)
+    print(f"fixed cost: a 4 x 64 call took {after_settle * 1e3:.2f} ms timed as above and "
+          f"{back_to_back * 1e3:.2f} ms straight after another call")
 
 
 def bench_blocked_gemm(size, k, repeats, rng):
@@ -140,8 +154,9 @@ def bench_lowrank(m, rank, repeats, rng):
         def in_place_pass():
             list(pool.map(lambda band: np.multiply(band, np.float32(1), out=band), bands))
 
-        ours, dense_t, sgemv_t, pass_t = times([lambda: lowrank_update_(W, U, V), dense_update,
-                                                lambda: W @ x, in_place_pass], repeats)
+        ours, ours_1, dense_t, sgemv_t, pass_t = times([
+            lambda: lowrank_update_(W, U, V), lambda: lowrank_update_(W, U, V, n_threads=1),
+            dense_update, lambda: W @ x, in_place_pass], repeats)
     pattern = (abs(U) @ abs(V)).tocsr()
     touched = pattern.nnz / m**2
     # Each 64-byte line of W holding a pattern entry is read and written back.
@@ -156,7 +171,8 @@ def bench_lowrank(m, rank, repeats, rng):
           f"sgemv reads W at {W.nbytes / sgemv_t / 1e9:.1f} GB/s, an in-place pass over all "
           f"of W moves {pass_rate:.1f} GB/s read + written), dense "
           f"W += U @ V {dense_t * 1e3:.1f} ms, speed-up {dense_t / ours:.1f}x (>={target}) "
-          f"{mark(dense_t / ours >= target)}; meeting {target}x needs {needed_rate:.1f} GB/s "
+          f"{mark(dense_t / ours >= target)}; 1 thread {ours_1 * 1e3:.2f} ms "
+          f"({ours_1 / ours:.2f}x as long); meeting {target}x needs {needed_rate:.1f} GB/s "
           f"on those lines, {needed_rate / pass_rate:.0%} of the in-place pass's rate; "
           f"host steal while timed: {steal_since(start)}")
 
