@@ -12,14 +12,18 @@ the neurons are active per query. Columns:
   the buffers its queries stage their output in between calls; auto also
   names what it chose. Above dim 16 the tree evaluates nearly every neuron,
   so it is timed on ``--tree-sample`` queries and scaled up (marked ``*``).
+* unsorted: the tree's ``query(..., sort_indices=False)``: each row's
+  columns left in tree order, without the per-query sort.
 * fresh: the tree with ``keep_workspace=False`` (buffers freed after each
   call, so each call faults its staging memory in again).
 * count: seconds for the tree's ``count`` on the same queries: the walk
   alone, without staging, sorting and writing the output.
 * numpy: ``X @ W.T`` then ``np.nonzero`` and the values, in chunks of 128
   queries (the full product would be n_queries x n_neurons floats).
-* brute/tree: speed-up of the tree (target >= 5 at dim <= 8); "fresh":
-  the same with both indexes freeing their buffers after each call;
+* brute/tree: speed-up of the tree (target >= 5 at dim <= 8); "unsorted":
+  the same for the unsorted tree query (no target: brute's rows come
+  sorted); "fresh": the same with both indexes freeing their buffers after
+  each call;
   auto/best: auto's time over the better of tree and brute (target <= 1.2);
   numpy/brute: speed-up of the fused engine over NumPy (target >= 1.5).
 * steal: share of the machine's CPU time the host gave to other guests
@@ -75,9 +79,10 @@ def main():
     print(f"n_neurons={n_neurons} n_queries={n_queries} float32 "
           f"threads={effective_n_threads()} target active={args.active:.1%}; {memory_warming()}; "
           f"output pool {f'{pool / 2**20:g} MiB' if pool else 'off'}")
-    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'fresh':>7} {'count':>7} "
-              f"{'brute':>7} {'auto':>7} {'chose':>5} {'numpy':>7} {'eval%':>6} | {'brute/tree':>10} "
-              f"{'fresh':>5} {'auto/best':>9} {'numpy/brute':>11} {'steal':>5}")
+    header = (f"{'dim':>4} {'active':>7} {'build':>6} {'tree':>7} {'unsorted':>8} {'fresh':>7} "
+              f"{'count':>7} {'brute':>7} {'auto':>7} {'chose':>5} {'numpy':>7} {'eval%':>6} | "
+              f"{'brute/tree':>10} {'unsorted':>8} {'fresh':>5} {'auto/best':>9} "
+              f"{'numpy/brute':>11} {'steal':>5}")
     print(header)
     print("-" * len(header))
     for dim in args.dims:
@@ -99,15 +104,17 @@ def main():
         dim_start = steal_mark()
         # Repetitions interleaved, so that a slow spell of the machine hits
         # all alike.
-        ((t_tree, A_tree), (t_brute, A_brute), (t_auto, _), (t_count, _), (t_tree_fresh, _),
-         (t_brute_fresh, _)) = best_times([
+        ((t_tree, A_tree), (t_unsorted, A_unsorted), (t_brute, A_brute), (t_auto, _),
+         (t_count, _), (t_tree_fresh, _), (t_brute_fresh, _)) = best_times([
             lambda: tree.query(X_tree, threshold),
+            lambda: tree.query(X_tree, threshold, sort_indices=False),
             lambda: brute.query(X, threshold),
             lambda: auto.query(X, threshold),
             lambda: tree.count(X_tree, threshold),
             lambda: tree_fresh.query(X_tree, threshold),
             lambda: brute_fresh.query(X, threshold)], args.repeat)
         t_tree *= n_queries / X_tree.shape[0]
+        t_unsorted *= n_queries / X_tree.shape[0]
         t_count *= n_queries / X_tree.shape[0]
         t_tree_fresh *= n_queries / X_tree.shape[0]
         evaluated = tree.last_query_stats_["evaluated_fraction"]
@@ -116,13 +123,16 @@ def main():
         # for values within rounding of the threshold.
         mismatch = abs(A_tree.nnz - A_brute[:X_tree.shape[0]].nnz)
         note = f"  (nnz differs by {mismatch})" if mismatch else ""
+        if (A_unsorted.sorted_indices() != A_tree).nnz:
+            note += "  (UNSORTED RESULT DIFFERS)"
         active = A_brute.nnz / (n_queries * n_neurons)
         mark = "*" if X_tree.shape[0] < n_queries else " "
-        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_tree_fresh:>6.3f}{mark} "
-              f"{t_count:>6.3f}{mark} {t_brute:>7.3f} {t_auto:>7.3f} {auto.algorithm_:>5} "
-              f"{t_numpy:>7.3f} {evaluated:>6.1%} | {t_brute / t_tree:>10.2f} "
-              f"{t_brute_fresh / t_tree_fresh:>5.2f} {t_auto / min(t_tree, t_brute):>9.2f} "
-              f"{t_numpy / t_brute:>11.2f} {steal_since(dim_start):>5}{note}")
+        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_unsorted:>7.3f}{mark} "
+              f"{t_tree_fresh:>6.3f}{mark} {t_count:>6.3f}{mark} {t_brute:>7.3f} {t_auto:>7.3f} "
+              f"{auto.algorithm_:>5} {t_numpy:>7.3f} {evaluated:>6.1%} | {t_brute / t_tree:>10.2f} "
+              f"{t_brute / t_unsorted:>8.2f} {t_brute_fresh / t_tree_fresh:>5.2f} "
+              f"{t_auto / min(t_tree, t_brute):>9.2f} {t_numpy / t_brute:>11.2f} "
+              f"{steal_since(dim_start):>5}{note}")
         print(f"     auto: {auto.algorithm_reason_}")
     print(steal_report())
 

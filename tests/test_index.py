@@ -50,6 +50,14 @@ def assert_exact(A, W, X, threshold):
     np.testing.assert_array_equal(A.toarray(), np.where(values > 0, values, 0))
 
 
+def in_column_order(A):
+    """`A` with each row's columns sorted, after checking that no row
+    holds a column twice (`toarray` would sum the two)."""
+    S = A.sorted_indices()
+    assert S.has_canonical_format, "a row holds a column twice"
+    return S
+
+
 def assert_matches(A, W, X, threshold, dtype):
     """Every reported neuron active and every active one reported, up to
     rounding of values within `tol` of the threshold; values close."""
@@ -86,12 +94,12 @@ def integer_problems(draw, max_neurons=60, max_dim=5, max_queries=6):
 
 @SETTINGS
 @given(problem=integer_problems(), algorithm=st.sampled_from(ALGORITHMS),
-       leaf_size=st.integers(1, 8))
-def test_query_exact_on_integer_data(problem, algorithm, leaf_size):
+       leaf_size=st.integers(1, 8), sort_indices=st.booleans())
+def test_query_exact_on_integer_data(problem, algorithm, leaf_size, sort_indices):
     W, X, threshold = problem
     index = ActiveNeuronIndex(W, algorithm=algorithm, leaf_size=leaf_size)
-    A = index.query(X, threshold)
-    assert_exact(A, W, X, threshold)
+    A = index.query(X, threshold, sort_indices=sort_indices)
+    assert_exact(A if sort_indices else in_column_order(A), W, X, threshold)
     np.testing.assert_array_equal(index.count(X, threshold), np.diff(A.indptr))
 
 
@@ -293,6 +301,37 @@ def test_every_sort_of_a_query_row(dtype, n, n_active):
         np.testing.assert_array_equal(A.indices[A.indptr[row]:A.indptr[row + 1]], active)
         np.testing.assert_array_equal(A.data[A.indptr[row]:A.indptr[row + 1]],
                                       scale * W[active, 0] - 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_unsorted_query_holds_the_sorted_entries_in_tree_order(dtype, n_threads):
+    """``sort_indices=False`` gives each row the sorted query's entries
+    (exact values, none twice) in the order of the tree's positions, the
+    order its walk finds them in, which for Gaussian neurons is not the
+    column order; brute output comes sorted either way."""
+    rng = np.random.default_rng(11)
+    W = rng.integers(-4, 5, size=(5000, 3)).astype(dtype)
+    X = np.vstack([rng.integers(-3, 4, size=(300, 3)), np.zeros((2, 3))]).astype(dtype)
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=40, n_threads=n_threads)
+    position = np.empty(len(W), dtype=np.int64)
+    position[index._tree["ids"][:len(W)]] = np.arange(len(W))
+    for b in (-100.0, 0.0, 4.0, 50.0):
+        A = index.query(X, b, sort_indices=False)
+        assert_exact(in_column_order(A), W, X, b)
+        for row in range(A.shape[0]):
+            found = A.indices[A.indptr[row]:A.indptr[row + 1]]
+            assert np.all(np.diff(position[found]) > 0)
+    assert not index.query(X, 0.0, sort_indices=False).has_sorted_indices
+    brute = ActiveNeuronIndex(W, algorithm="brute", n_threads=n_threads)
+    assert_exact(brute.query(X, 0.0, sort_indices=False), W, X, 0.0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_sort_indices_must_be_a_bool(algorithm):
+    index = ActiveNeuronIndex(GOOD_W, algorithm=algorithm)
+    with pytest.raises(TypeError, match="sort_indices"):
+        index.query(np.ones((1, 2)), 0.0, sort_indices="no")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

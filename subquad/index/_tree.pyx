@@ -57,6 +57,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -692,6 +693,7 @@ def tree_query(
     bint count_only,
     int n_threads,
     StagingWorkspace workspace=None,
+    bint sort_indices=True,
 ):
     """Active neurons ``fl(<w_r, x_i>) - b > 0`` of every query row of `X`,
     b being `threshold` in the working dtype. `ids` holds the original index
@@ -701,7 +703,8 @@ def tree_query(
     Queries are walked through the tree in batches of at most BATCH (one
     batch per thread at a time). Returns ``(counts, stats)`` if
     `count_only`, else ``(data, indices, indptr, stats)`` of the CSR result
-    with columns in the original neuron order, sorted. `stats` sums, over
+    with columns in the original neuron order, each row's sorted unless
+    `sort_indices` is False (then in tree order, as staged). `stats` sums, over
     queries, the neurons evaluated and the nodes visited, pruned and
     reported whole.
     """
@@ -787,14 +790,19 @@ def tree_query(
     indices_out = indices_arr
     if total > 0:
         with nogil, parallel(num_threads=n_threads):
-            histogram = <int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
+            histogram = (<int64_t*> malloc(MAX_RADIX_PASSES * RADIX_SIZE * sizeof(int64_t))
+                         if sort_indices else NULL)
             scratch = NULL
             scratch_size = 0
             for i in prange(n_queries, schedule="dynamic"):
+                if counts[i] == 0:
+                    continue
+                if not sort_indices:
+                    memcpy(&indices_out[indptr[i]], staging[i].cols, counts[i] * sizeof(int32_t))
+                    memcpy(&data_out[indptr[i]], staging[i].vals, counts[i] * sizeof(floating))
+                    continue
                 if histogram == NULL:
                     failed += 1
-                    continue
-                if counts[i] == 0:
                     continue
                 if _sort_into(staging[i].cols, <floating*> staging[i].vals, counts[i],
                               &scratch, &scratch_size, key_bits, histogram,

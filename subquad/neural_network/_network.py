@@ -313,7 +313,9 @@ class SparseNetwork(_Network):
                 zip(self.hidden_W, self.hidden_c, self.thresholds, self.scales)):
             if layer == 0 and first_layer_index is not None:
                 ones = np.ones((X.shape[0], 1), dtype=self.dtype)
-                H = first_layer_index.query(np.hstack([X, ones]), b / s)
+                # The next layer's product, the output layer and the backward
+                # pass take each row's columns in any order.
+                H = first_layer_index.query(np.hstack([X, ones]), b / s, sort_indices=False)
             else:
                 shift = ((c.astype(np.float64) - b) / s).astype(self.dtype)
                 H = threshold_csr(H, W, shift, n_threads=self.n_threads)
