@@ -325,6 +325,10 @@ def test_unsorted_query_holds_the_sorted_entries_in_tree_order(dtype, n_threads)
     assert not index.query(X, 0.0, sort_indices=False).has_sorted_indices
     brute = ActiveNeuronIndex(W, algorithm="brute", n_threads=n_threads)
     assert_exact(brute.query(X, 0.0, sort_indices=False), W, X, 0.0)
+    auto = ActiveNeuronIndex(W, algorithm="auto", n_threads=n_threads)
+    for queries in (X, X[:3]):  # the sample is part of X, then all of it
+        assert_exact(in_column_order(auto.query(queries, 0.0, sort_indices=False)), W,
+                     queries, 0.0)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
