@@ -163,9 +163,10 @@ class ActiveNeuronIndex:
     *Threads.* Tree queries run in parallel over batches of queries (up to
     256 per batch, at least one batch per thread), each batch walking the
     tree once; every query stages its own output, sorted by column into the
-    CSR arrays at the end (copied as found with ``sort_indices=False``). The staging buffers are kept for the next call
-    (`keep_workspace`); a call made while another one of this index is
-    running stages in fresh ones.
+    CSR arrays at the end (copied as found with ``sort_indices=False``).
+    The staging buffers are kept for the next call (`keep_workspace`); a
+    call made while another one of this index is running stages in fresh
+    ones.
 
     Examples
     --------
