@@ -127,8 +127,9 @@ def main():
             note += "  (UNSORTED RESULT DIFFERS)"
         active = A_brute.nnz / (n_queries * n_neurons)
         mark = "*" if X_tree.shape[0] < n_queries else " "
-        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} {t_unsorted:>7.3f}{mark} "
-              f"{t_tree_fresh:>6.3f}{mark} {t_count:>6.3f}{mark} {t_brute:>7.3f} {t_auto:>7.3f} "
+        print(f"{dim:>4} {active:>7.2%} {build:>6.2f} {t_tree:>6.3f}{mark} "
+              f"{t_unsorted:>7.3f}{mark} {t_tree_fresh:>6.3f}{mark} {t_count:>6.3f}{mark} "
+              f"{t_brute:>7.3f} {t_auto:>7.3f} "
               f"{auto.algorithm_:>5} {t_numpy:>7.3f} {evaluated:>6.1%} | {t_brute / t_tree:>10.2f} "
               f"{t_brute / t_unsorted:>8.2f} {t_brute_fresh / t_tree_fresh:>5.2f} "
               f"{t_auto / min(t_tree, t_brute):>9.2f} {t_numpy / t_brute:>11.2f} "
