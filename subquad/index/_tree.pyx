@@ -54,7 +54,7 @@ staging buffers are kept between calls when the caller passes a
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport sqrt
+from libc.math cimport INFINITY, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -323,29 +323,57 @@ cdef void _fill_bounds(const floating* B, int64_t dim, int64_t start, int64_t en
     """Bounds row ``(centre, lo, hi, radius, |centre|, norm bound)`` of the
     neurons at tree positions [start, end), accumulated in locals and
     written once (rows of neighbouring nodes share cache lines across
-    threads)."""
-    cdef int64_t a, p
-    cdef double total, lo, hi, v, r, d, diff
+    threads). Each of a block's 16 lanes keeps its own sum, extremes and
+    distance, so the loops over lanes vectorise; the lanes are combined at
+    the end."""
+    cdef int64_t a, k, j, j0, j1
+    cdef int64_t first = start // LANES, last = (end - 1) // LANES
+    cdef double total[LANES]
+    cdef double lo[LANES]
+    cdef double hi[LANES]
+    cdef double dist[LANES]
+    cdef double far[LANES]
+    cdef const floating* x
+    cdef double v, diff, centre
     for a in range(dim):
-        total = 0.0
-        lo = _coord(B, dim, start, a)
-        hi = lo
-        for p in range(start, end):
-            v = _coord(B, dim, p, a)
-            total += v
-            lo = min(lo, v)
-            hi = max(hi, v)
-        row[a] = total / (end - start)
-        row[dim + a] = lo
-        row[2 * dim + a] = hi
-    r = 0.0
-    for p in range(start, end):
-        d = 0.0
+        for j in range(LANES):
+            total[j] = 0.0
+            lo[j] = INFINITY
+            hi[j] = -INFINITY
+        for k in range(first, last + 1):
+            x = B + k * dim * LANES + a * LANES
+            j0 = start - k * LANES if k == first else 0
+            j1 = end - k * LANES if k == last else LANES
+            for j in range(j0, j1):
+                v = x[j]
+                total[j] += v
+                lo[j] = v if v < lo[j] else lo[j]
+                hi[j] = v if v > hi[j] else hi[j]
+        for j in range(1, LANES):
+            total[0] += total[j]
+            lo[0] = min(lo[0], lo[j])
+            hi[0] = max(hi[0], hi[j])
+        row[a] = total[0] / (end - start)
+        row[dim + a] = lo[0]
+        row[2 * dim + a] = hi[0]
+    for j in range(LANES):
+        far[j] = 0.0
+    for k in range(first, last + 1):
+        j0 = start - k * LANES if k == first else 0
+        j1 = end - k * LANES if k == last else LANES
+        for j in range(LANES):
+            dist[j] = 0.0
         for a in range(dim):
-            diff = <double> _coord(B, dim, p, a) - row[a]
-            d += diff * diff
-        r = max(r, d)
-    row[3 * dim] = sqrt(r) * radius_factor
+            x = B + k * dim * LANES + a * LANES
+            centre = row[a]
+            for j in range(j0, j1):
+                diff = <double> x[j] - centre
+                dist[j] += diff * diff
+        for j in range(j0, j1):
+            far[j] = dist[j] if dist[j] > far[j] else far[j]
+    for j in range(1, LANES):
+        far[0] = max(far[0], far[j])
+    row[3 * dim] = sqrt(far[0]) * radius_factor
     _fill_norms(row, dim)
 
 
