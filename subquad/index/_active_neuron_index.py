@@ -526,12 +526,12 @@ class ActiveNeuronIndex:
             Whether each row's column indices come sorted. With False, the
             tree leaves them in the order it finds them (tree order) and
             skips sorting each query's output, about half of a tree
-            query's time at dim 4 and a fifth at dim 8 (the ``tree`` and
-            ``unsorted`` columns of bench/active_index.py): for consumers
-            that take a row's columns in any order, such as a product with
-            the result or the next layer of a network (scipy.sparse handles
-            either; see ``A.has_sorted_indices``). Brute output comes sorted
-            either way. 'auto''s cost model prices the sorted query; when
+            query's time at dim 4 and a sixth to a fifth at dim 8 (the
+            ``tree`` and ``unsorted`` columns of bench/active_index.py):
+            for consumers that take a row's columns in any order, such as
+            a product with the result or the next layer of a network
+            (scipy.sparse handles either; see ``A.has_sorted_indices``).
+            Brute output comes sorted either way. 'auto''s cost model prices the sorted query; when
             it puts the two within 2x of each other, the timed tree run on
             the sample is unsorted too.
 
