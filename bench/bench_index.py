@@ -22,7 +22,7 @@ def problem(request):
     return dim, W, X, threshold
 
 
-@pytest.mark.parametrize("impl", ["tree", "brute", "auto", "numpy"])
+@pytest.mark.parametrize("impl", ["tree", "tree-unsorted", "brute", "auto", "numpy"])
 def test_query(record, problem, impl):
     dim, W, X, threshold = problem
     bench = record(f"active index query dim={dim}", dtype=np.float32,
@@ -34,6 +34,9 @@ def test_query(record, problem, impl):
             rows, cols = np.nonzero(Z > threshold)
             return rows, cols, Z[rows, cols] - threshold
         bench(numpy_query)
+    elif impl == "tree-unsorted":
+        index = ActiveNeuronIndex(W, algorithm="tree")
+        bench(index.query, X, threshold, sort_indices=False)
     else:
         index = ActiveNeuronIndex(W, algorithm=impl)
         bench(index.query, X, threshold)
