@@ -531,9 +531,9 @@ class ActiveNeuronIndex:
             for consumers that take a row's columns in any order, such as
             a product with the result or the next layer of a network
             (scipy.sparse handles either; see ``A.has_sorted_indices``).
-            Brute output comes sorted either way. 'auto''s cost model prices the sorted query; when
-            it puts the two within 2x of each other, the timed tree run on
-            the sample is unsorted too.
+            Brute output comes sorted either way. 'auto''s cost model
+            prices the sorted query; when it puts the two within 2x of each
+            other, the timed tree run on the sample is unsorted too.
 
         Returns
         -------
