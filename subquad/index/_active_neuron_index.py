@@ -63,6 +63,11 @@ _AUTO_MARGIN = 1.2
 _AUTO_TIMED_BAND = 2.0
 
 
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
 class ActiveNeuronIndex:
     """Exact threshold (half-space reporting) queries over a set of neurons.
 
@@ -192,8 +197,7 @@ class ActiveNeuronIndex:
                 or leaf_size < 1):
             raise ValueError(f"leaf_size must be an integer >= 1, got {leaf_size!r}")
         effective_n_threads(n_threads)
-        if not isinstance(keep_workspace, (bool, np.bool_)):
-            raise TypeError(f"keep_workspace must be a bool, got {keep_workspace!r}")
+        _check_bool(keep_workspace, "keep_workspace")
         W = check_float_matrix(W, "W")
         if W.shape[0] < 1 or W.shape[1] < 1:
             raise ValueError(f"W must have shape (n_neurons, dim) with n_neurons >= 1 and "
@@ -543,8 +547,7 @@ class ActiveNeuronIndex:
             False; dtype of the index.
         """
         X, threshold = self._check_query(X, threshold)
-        if not isinstance(sort_indices, (bool, np.bool_)):
-            raise TypeError(f"sort_indices must be True or False; got {sort_indices!r}")
+        _check_bool(sort_indices, "sort_indices")
         if X.shape[0] == 0:
             self._record(self.algorithm_, 0, None)
             return sp.csr_matrix((0, self.n_neurons_), dtype=self.dtype_)
