@@ -165,6 +165,53 @@ def test_optimizer_state_never_holds_denormals(dtype, n_threads):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_output_deltas_match_numpy(dtype, n_threads, n_outputs):
+    """The last hidden layer's deltas, error[i] . W_out[c] on each active
+    entry (i, c), against NumPy: rows of any length (empty ones too), columns
+    in any order within a row, as the first-layer index leaves them."""
+    from subquad.neural_network._sparse_backprop import output_deltas
+
+    rng = np.random.default_rng(n_outputs)
+    n, width = 40, 300
+    lengths = rng.integers(0, 60, n)
+    lengths[[0, 7, 39]] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = np.concatenate([rng.permutation(width)[:k] for k in lengths]).astype(np.int32)
+    error = rng.standard_normal((n, n_outputs)).astype(dtype)
+    W_out = rng.standard_normal((width, n_outputs)).astype(dtype)
+    delta = np.full(indptr[-1], np.nan, dtype=dtype)
+    output_deltas(indptr, indices, error, W_out, delta, n_threads)
+    rows = np.repeat(np.arange(n), lengths)
+    expected = np.einsum("ij,ij->i", error[rows].astype(np.float64),
+                         W_out[indices].astype(np.float64))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(delta, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_step_of_a_narrow_first_layer_does_not_depend_on_threads(dtype):
+    """A first layer of 3 input units shares its rows between 2 threads; each
+    row is still updated by one thread, so the weights come out bit for bit
+    as on one thread."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 3))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    weights = {}
+    for n_threads in (1, 2):
+        clf = SparseMLPClassifier(hidden_layer_sizes=(20000,), batch_size=256, max_iter=3,
+                                  random_state=0, dtype=dtype, n_threads=n_threads,
+                                  first_layer_index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        weights[n_threads] = clf.coefs_ + clf.intercepts_
+    for one, two in zip(weights[1], weights[2]):
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("sparse_input", [False, True], ids=["dense-X", "csr-X"])
 def test_sparse_step_equals_dense_step(dtype, n_threads, sparse_input):
     """From the same weights, one sparse training step (fused backward, lazy

@@ -1,4 +1,6 @@
-"""One layer's backward pass and optimizer step, fused and sparse.
+"""The sparse backward pass: the last hidden layer's deltas from the
+output error (`output_deltas`), then each layer's backward pass and
+optimizer step, fused (`backward_update`).
 
 For a hidden layer ``z = h @ (s * W) + c`` with input activations ``h``
 (CSR, batch x m_in) and output deltas ``delta`` (CSR, batch x m_out, the
@@ -100,7 +102,9 @@ def backward_update(
         if stamp != NULL:
             for k in range(m_out):
                 stamp[k] = -1
-        for j in prange(m_in, schedule="dynamic", chunksize=8):
+        # One row at a time: the first layer of low-dimensional data has
+        # only a few rows to share out.
+        for j in prange(m_in, schedule="dynamic"):
             if grad == NULL or touched == NULL or stamp == NULL:
                 failed += 1
                 continue
@@ -161,3 +165,30 @@ def backward_update(
     if failed:
         raise MemoryError("backward_update: could not allocate per-thread accumulators")
     return n_bad
+
+
+def output_deltas(
+    const int64_t[::1] indptr,
+    const int32_t[::1] indices,
+    const floating[:, ::1] error,
+    const floating[:, ::1] W_out,
+    floating[::1] delta,
+    int n_threads,
+):
+    """Deltas of the last hidden layer on its active pattern (CSR `indptr`,
+    `indices` over the batch): ``delta[e] = error[i] . W_out[indices[e]]``
+    for each entry e of row i, with `error` the output error (batch x
+    n_outputs). Rows of the batch are processed in parallel."""
+    cdef int64_t n = indptr.shape[0] - 1
+    cdef int64_t n_outputs = error.shape[1]
+    cdef int64_t i, e, k
+    cdef int32_t c
+    cdef floating dot
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=8, num_threads=n_threads):
+            for e in range(indptr[i], indptr[i + 1]):
+                c = indices[e]
+                dot = 0
+                for k in range(n_outputs):
+                    dot = dot + error[i, k] * W_out[c, k]
+                delta[e] = dot
