@@ -649,7 +649,7 @@ class SparseMLPClassifier(ClassifierMixin, BaseSparseMLP):
         coordinate), in training steps and in predictions (and validation
         scores). 'auto' needs a first layer of at least 32768 units; it
         builds an index at the first training step when the network input
-        dimension is <= 4 (``n_features + 1`` with the sphere lift), keeps
+        dimension is <= 5 (``n_features + 1`` with the sphere lift), keeps
         it current after every step by refitting its bounds (rebuilt when
         they degrade), and builds one for a prediction of at least 2048
         rows when the input dimension is <= 7; the index then picks tree or
