@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._threads import effective_n_threads
 from .kernels import (_check_int, arccos_taylor_coefficients, kappa0, kappa1, ntk_of_cosine,
                       ntk_taylor_coefficients)
+from .linalg._validation import check_bool
 from .sketch._base import next_power_of_two
 from .sketch._sketches import TensorSketch, TensorSRHT
 from .sketch._tree import TensorTree
@@ -254,8 +255,7 @@ class _DotProductSketch(_SketchTransformer):
         X = self._validate(X, reset=True)
         n_components = _check_int(self.n_components, "n_components", 1)
         _check_int(self.max_degree, "max_degree", 1)
-        if not isinstance(self.degree_sampling, (bool, np.bool_)):
-            raise TypeError(f"degree_sampling must be a bool, got {self.degree_sampling!r}")
+        check_bool(self.degree_sampling, "degree_sampling")
         effective_n_threads(self.n_threads)
         rng = check_random_state(self.random_state)
         coefs = self._coefficients()

@@ -174,5 +174,7 @@ def test_bad_parameters():
         NTKSketch(n_components=4, max_degree=10, degree_sampling=False).fit(X)
     with pytest.raises(ValueError, match="n_threads"):
         NTKSketch(n_threads=0).fit(X)
+    with pytest.raises(TypeError, match="degree_sampling must be a bool"):
+        NTKSketch(degree_sampling="yes").fit(X)
     with pytest.raises(ValueError, match="4 features"):
         PolynomialSketch().fit(X).transform(np.ones((2, 5)))

@@ -9,7 +9,8 @@ import scipy.sparse as sp
 
 from .._threads import effective_n_threads
 from .._workspace import StagingWorkspace
-from ..linalg._validation import _is_numeric, check_float_matrix, check_index, check_scalar
+from ..linalg._validation import (_is_numeric, check_bool, check_float_matrix, check_index,
+                                  check_scalar)
 from ..linalg.threshold import threshold_csr
 from ._tree import (NEURONS_PER_BLOCK, build_tree, grow_bounds, node_bounds, pack_lanes, refit_bounds,
                     set_rows, tree_query)
@@ -61,11 +62,6 @@ _AUTO_MARGIN = 1.2
 # faster measured one chosen. That costs a brute scan of the sample (1 in
 # 64 of the call's queries, at least 4).
 _AUTO_TIMED_BAND = 2.0
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 class ActiveNeuronIndex:
@@ -197,7 +193,7 @@ class ActiveNeuronIndex:
                 or leaf_size < 1):
             raise ValueError(f"leaf_size must be an integer >= 1, got {leaf_size!r}")
         effective_n_threads(n_threads)
-        _check_bool(keep_workspace, "keep_workspace")
+        check_bool(keep_workspace, "keep_workspace")
         W = check_float_matrix(W, "W")
         if W.shape[0] < 1 or W.shape[1] < 1:
             raise ValueError(f"W must have shape (n_neurons, dim) with n_neurons >= 1 and "
@@ -547,7 +543,7 @@ class ActiveNeuronIndex:
             False; dtype of the index.
         """
         X, threshold = self._check_query(X, threshold)
-        _check_bool(sort_indices, "sort_indices")
+        check_bool(sort_indices, "sort_indices")
         if X.shape[0] == 0:
             self._record(self.algorithm_, 0, None)
             return sp.csr_matrix((0, self.n_neurons_), dtype=self.dtype_)
