@@ -1,0 +1,84 @@
+"""The least memory work an in-place sparse update can do, as a floor for
+its timing: read and write back one float on each 64-byte line of a float32
+array that the update writes, and nothing else.
+
+A C loop (compiled here, at first use, with the C compiler Python was built
+with and OpenMP) walks the given lines in address order, threads owning
+bands of rows as `lowrank_update_`'s do. It is a measuring tool, not part
+of subquad: where no compiler is found, `LineTouch.load()` returns None and
+the caller prints that the floor was not measured.
+"""
+
+import ctypes
+import hashlib
+import os
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+
+import numpy as np
+
+_SOURCE = r"""
+#include <stdint.h>
+void touch_lines(float *a, const int64_t *line_offsets, const int64_t *row_ptr,
+                 int64_t n_rows, int n_threads) {
+    #pragma omp parallel for schedule(dynamic, 16) num_threads(n_threads)
+    for (int64_t i = 0; i < n_rows; ++i)
+        for (int64_t p = row_ptr[i]; p < row_ptr[i + 1]; ++p)
+            a[line_offsets[p]] += 1.0f;
+}
+"""
+
+_LINE_FLOATS = 64 // 4
+
+
+class LineTouch:
+    """`touch(a, pattern)`: the floor pass over the lines of float32 `a`
+    that the CSR `pattern` (same shape) has entries on."""
+
+    def __init__(self, library):
+        self._touch = library.touch_lines
+        self._touch.restype = None
+        self._touch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64, ctypes.c_int]
+
+    @classmethod
+    def load(cls):
+        """Compile (once per source and compiler) and load, or None."""
+        compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+        tag = hashlib.sha1((_SOURCE + " ".join(compiler)).encode()).hexdigest()[:12]
+        folder = os.path.join(tempfile.gettempdir(), "subquad-bench")
+        library = os.path.join(folder, f"line_touch_{tag}.so")
+        if not os.path.exists(library):
+            os.makedirs(folder, exist_ok=True)
+            source = os.path.join(folder, f"line_touch_{tag}.c")
+            with open(source, "w") as f:
+                f.write(_SOURCE)
+            try:
+                subprocess.run(compiler + ["-O2", "-fopenmp", "-shared", "-fPIC", source,
+                                           "-o", library], check=True, capture_output=True)
+            except (OSError, subprocess.CalledProcessError):
+                return None
+        return cls(ctypes.CDLL(library))
+
+    @staticmethod
+    def lines(pattern):
+        """(offsets of the first float of each line `pattern` touches, in
+        address order; where each row's lines start), for `touch`."""
+        n_rows, n_cols = pattern.shape
+        if n_cols % _LINE_FLOATS:
+            raise ValueError("rows must be whole 64-byte lines")
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(pattern.indptr))
+        line_ids = np.unique(rows * (n_cols // _LINE_FLOATS) + pattern.indices // _LINE_FLOATS)
+        row_ptr = np.searchsorted(line_ids // (n_cols // _LINE_FLOATS),
+                                  np.arange(n_rows + 1)).astype(np.int64)
+        return line_ids * _LINE_FLOATS, row_ptr
+
+    def touch(self, a, lines, n_threads):
+        """One pass over `lines` (from `lines`) of the C-contiguous float32 `a`."""
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise TypeError("a must be a C-contiguous float32 array")
+        offsets, row_ptr = lines
+        self._touch(a.ctypes.data, offsets.ctypes.data, row_ptr.ctypes.data,
+                    row_ptr.size - 1, n_threads)
