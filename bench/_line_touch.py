@@ -34,8 +34,9 @@ _LINE_FLOATS = 64 // 4
 
 
 class LineTouch:
-    """`touch(a, pattern)`: the floor pass over the lines of float32 `a`
-    that the CSR `pattern` (same shape) has entries on."""
+    """The floor pass: `touch(a, LineTouch.lines(pattern), n_threads)` reads
+    and writes back the lines of float32 `a` that the CSR `pattern` (same
+    shape) has entries on."""
 
     def __init__(self, library):
         self._touch = library.touch_lines
@@ -76,7 +77,8 @@ class LineTouch:
         return line_ids * _LINE_FLOATS, row_ptr
 
     def touch(self, a, lines, n_threads):
-        """One pass over `lines` (from `lines`) of the C-contiguous float32 `a`."""
+        """One pass over the `lines` of the C-contiguous float32 `a`, on
+        `n_threads` threads."""
         if a.dtype != np.float32 or not a.flags.c_contiguous:
             raise TypeError("a must be a C-contiguous float32 array")
         offsets, row_ptr = lines

@@ -154,7 +154,8 @@ def bench_lowrank(m, rank, repeats, rng):
     # The machine's rate for reading and writing back every line of W in
     # order: NumPy's in-place multiply (it releases the GIL), one thread per
     # band of rows.
-    bands = np.array_split(W, effective_n_threads())
+    n_threads = effective_n_threads()
+    bands = np.array_split(W, n_threads)
     start = steal_mark()
     with ThreadPoolExecutor(len(bands)) as pool:
 
@@ -164,7 +165,7 @@ def bench_lowrank(m, rank, repeats, rng):
         fns = [lambda: lowrank_update_(W, U, V), lambda: lowrank_update_(W, U, V, n_threads=1),
                dense_update, lambda: W @ x, in_place_pass]
         if line_touch is not None:
-            fns.append(lambda: line_touch.touch(W, lines, effective_n_threads()))
+            fns.append(lambda: line_touch.touch(W, lines, n_threads))
         ours, ours_1, dense_t, sgemv_t, pass_t, *floor_t = times(fns, repeats)
     n_lines = lines[0].size
     traffic = 2 * 64 * n_lines / ours / 1e9
