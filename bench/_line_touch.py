@@ -1,12 +1,15 @@
-"""The least memory work an in-place sparse update can do, as a floor for
-its timing: read and write back one float on each 64-byte line of a float32
-array that the update writes, and nothing else.
+"""The least memory work a sparse kernel can do, as a floor for its timing:
+touch each 64-byte line of a float32 array that the kernel has to touch,
+one float per line, and nothing else.
 
-A C loop (compiled here, at first use, with the C compiler Python was built
-with and OpenMP) walks the given lines in address order, threads owning
-bands of rows as `lowrank_update_`'s do. It is a measuring tool, not part
-of subquad: where no compiler is found, `LineTouch.load()` returns None and
-the caller prints that the floor was not measured.
+Two passes: `touch` reads and writes back the lines an in-place update
+writes (`lowrank_update_`), `read_rows` reads every line of the rows a
+product has to read (the rows of W that `threshold_matmul`'s H uses).
+C loops (compiled here, at first use, with the C compiler Python was built
+with and OpenMP) walk the lines in address order, threads taking chunks of
+16 rows. It is a measuring tool, not part of subquad: where no compiler is
+found, `LineTouch.load()` returns None and the caller prints that the
+floor was not measured.
 """
 
 import ctypes
@@ -28,21 +31,41 @@ void touch_lines(float *a, const int64_t *line_offsets, const int64_t *row_ptr,
         for (int64_t p = row_ptr[i]; p < row_ptr[i + 1]; ++p)
             a[line_offsets[p]] += 1.0f;
 }
+
+double read_rows(const float *a, const int64_t *rows, int64_t n_rows, int64_t row_floats,
+                 int n_threads) {
+    double total = 0.0;
+    #pragma omp parallel for schedule(dynamic, 16) reduction(+:total) num_threads(n_threads)
+    for (int64_t i = 0; i < n_rows; ++i) {
+        const float *row = a + rows[i] * row_floats;
+        float sum = 0.0f;
+        for (int64_t j = 0; j < row_floats; j += 16)
+            sum += row[j];
+        total += sum;
+    }
+    return total;
+}
 """
 
 _LINE_FLOATS = 64 // 4
 
 
 class LineTouch:
-    """The floor pass: `touch(a, LineTouch.lines(pattern), n_threads)` reads
-    and writes back the lines of float32 `a` that the CSR `pattern` (same
-    shape) has entries on."""
+    """The floor passes: `touch(a, LineTouch.lines(pattern), n_threads)`
+    reads and writes back the lines of float32 `a` that the CSR `pattern`
+    (same shape) has entries on; `read_rows(a, rows, n_threads)` reads every
+    line of the listed rows of `a`."""
 
     def __init__(self, library):
         self._touch = library.touch_lines
         self._touch.restype = None
         self._touch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int]
+        self._read_rows = library.read_rows
+        # The sum is returned so that the compiler keeps the loads.
+        self._read_rows.restype = ctypes.c_double
+        self._read_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                    ctypes.c_int64, ctypes.c_int]
 
     @classmethod
     def load(cls):
@@ -79,8 +102,23 @@ class LineTouch:
     def touch(self, a, lines, n_threads):
         """One pass over the `lines` of the C-contiguous float32 `a`, on
         `n_threads` threads."""
-        if a.dtype != np.float32 or not a.flags.c_contiguous:
-            raise TypeError("a must be a C-contiguous float32 array")
+        _check_lined(a)
         offsets, row_ptr = lines
         self._touch(a.ctypes.data, offsets.ctypes.data, row_ptr.ctypes.data,
                     row_ptr.size - 1, n_threads)
+
+    def read_rows(self, a, rows, n_threads):
+        """Read one float of each line of the rows `rows` (int64, increasing)
+        of the C-contiguous float32 matrix `a`, on `n_threads` threads."""
+        _check_lined(a)
+        if rows.dtype != np.int64 or not rows.flags.c_contiguous:
+            raise TypeError("rows must be a contiguous int64 array")
+        return self._read_rows(a.ctypes.data, rows.ctypes.data, rows.size, a.shape[1],
+                               n_threads)
+
+
+def _check_lined(a):
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise TypeError("a must be a C-contiguous float32 array")
+    if a.shape[-1] % _LINE_FLOATS:
+        raise ValueError("rows must be whole 64-byte lines")

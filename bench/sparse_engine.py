@@ -53,26 +53,33 @@ def bench_threshold(sizes, n, repeats, rng):
               f"{'GF/s':>6} {'of sgemm':>9} {'W GB/s':>7} {'of sgemv':>8} {'after BLAS':>10} "
               f"{'scipy target needs':>18} {'dense target needs':>18} {'steal':>5}  targets")
     print(header)
+    line_touch = LineTouch.load()
+    floor_rows = []
     for m in sizes:
         W = rng.standard_normal((m, m)).astype(np.float32)
         H = sparse_rows(rng, n, m, 0.02)
         H_dense = H.toarray()
         b = float(np.quantile(H[:8] @ W, 0.98))
         x = np.ones(m, dtype=np.float32)
-        row_start = steal_mark()
-        ours, ours_1, scipy_t, dense_t, sgemv_t = times([
+        used_rows = np.unique(H.indices).astype(np.int64)
+        n_threads = effective_n_threads()
+        fns = [
             lambda: threshold_matmul(H, W, b),
             lambda: threshold_matmul(H, W, b, n_threads=1),
             lambda: np.maximum(H @ W - b, 0),
             lambda: np.maximum(H_dense @ W - b, 0),
             lambda: W @ x,
-        ], repeats)
+        ]
+        if line_touch is not None:
+            fns.append(lambda: line_touch.read_rows(W, used_rows, n_threads))
+        row_start = steal_mark()
+        ours, ours_1, scipy_t, dense_t, sgemv_t, *floor_t = times(fns, repeats)
         after_blas = best_time_after(lambda: W @ x, lambda: threshold_matmul(H, W, b), repeats)
         rate = 2 * H.nnz * m / ours / 1e9
         sgemm_rate = 2 * n * m * m / dense_t / 1e9
         # The product must read every row of W that H uses at least once;
         # sgemv streams all of W, the machine's read rate for this array.
-        w_gb = np.unique(H.indices).size * m * 4 / 1e9
+        w_gb = used_rows.size * m * 4 / 1e9
         w_rate = w_gb / ours
         sgemv_rate = W.nbytes / sgemv_t / 1e9
         # The sentence read as 5x against scipy at every size and,
@@ -96,7 +103,25 @@ def bench_threshold(sizes, n, repeats, rng):
               f"{w_rate / sgemv_rate:>7.0%} {after_blas / ours:>9.2f}x {needs_scipy:>17.0%} "
               f"{f'{needs_dense:.0%}' if has_dense_target else '-':>18} "
               f"{steal_since(row_start):>5}  " + "; ".join(targets))
+        if floor_t:
+            floor = floor_t[0]
+            floor_rows.append(
+                f"{m:>6} {floor * 1e3:>9.2f} {w_gb / floor:>6.1f} {scipy_t / floor:>10.1f}x "
+                f"{dense_t / floor:>10.1f}x {floor / ours:>12.0%}  "
+                f"vs scipy {'within' if scipy_t / floor >= scipy_target else 'BEYOND'} the floor"
+                + (f"; vs dense {'within' if dense_t / floor >= dense_target else 'BEYOND'} "
+                   f"the floor" if has_dense_target else ""))
         del W, H, H_dense
+    if floor_rows:
+        print(f"read floor (bench/_line_touch.py): reading one float of each 64-byte line of "
+              f"the rows of W that H uses, in address order, and nothing else; its speed-up "
+              f"over each baseline is the most any threshold_matmul could reach here")
+        print(f"{'m':>6} {'floor ms':>9} {'GB/s':>6} {'scipy+thr':>11} {'dense':>11} "
+              f"{'ours at':>12}")
+        print("\n".join(floor_rows))
+    else:
+        print("read floor: not measured (no C compiler with OpenMP found for "
+              "bench/_line_touch.py)")
     print_fixed_cost(rng, repeats)
 
 
