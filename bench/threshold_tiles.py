@@ -4,15 +4,15 @@
 
 With CSR input, each row segment of W is read once per tile and added into
 the Z row of every sample of the row block that uses it: about
-row_block * density samples. The engine picks a Z tile of 512 KiB when few
-samples share a row (streaming W dominates; the tile leaves half of a
-1 MiB L2 to that stream) and of 256 KiB from `_MANY_USES_PER_W_ROW` samples
-on (the read-modify-write of Z dominates). This script times, in one run,
-three tile sizes forced (twice the engine's larger one, a tile filling all
-of L2, and its two sizes), the engine's own choice and scipy.sparse +
-threshold, for float32 CSR activations, 2 threads, about 2% of the outputs
-active. The sparse-engine issue's case (128 rows, 2%) also runs at its
-widths of 8192 and 16384.
+row_block * density samples. The engine picks a Z tile of half of L2 (at
+least 512 KiB) when few samples share a row (streaming W dominates, and
+longer row segments stream faster), 512 KiB in between, and 256 KiB from
+`_MANY_USES_PER_W_ROW` samples on (the read-modify-write of Z dominates).
+This script times, in one run, each size forced in turn (twice the
+largest, then the engine's sizes), the engine's own choice and
+scipy.sparse + threshold, for float32 CSR activations, 2 threads, about 2%
+of the outputs active. The sparse-engine issue's case (128 rows, 2%) also
+runs at its widths of 8192 and 16384.
 """
 
 import numpy as np
@@ -27,21 +27,25 @@ SIZES = (1024, 2048, 4096)
 CASES = [  # (rows of H, nonzeros per row of H, widths m = m_in = m_out)
     (128, 0.02, SIZES + (8192, 16384)), (256, 0.02, SIZES), (128, 0.035, SIZES),
     (256, 0.035, SIZES), (256, 0.1, SIZES), (512, 0.1, SIZES)]
-# Twice the engine's larger size, then its two sizes, forced in turn.
-TILES = (2 * threshold_module._TILE_BYTES, threshold_module._TILE_BYTES,
-         threshold_module._TILE_BYTES_MANY_USES)
+# The engine's tile sizes, by how many samples share a row of W.
+ENGINE_TILES = ("_TILE_BYTES_FEW_USES", "_TILE_BYTES", "_TILE_BYTES_MANY_USES")
+# Twice the engine's largest size, then its distinct sizes, forced in turn.
+TILES = sorted({2 * threshold_module._TILE_BYTES_FEW_USES}
+               | {getattr(threshold_module, name) for name in ENGINE_TILES}, reverse=True)
 REPEATS = 7
 
 
 def forced(tile_bytes, H, W, b):
-    """threshold_matmul with both tile sizes set to `tile_bytes`."""
+    """threshold_matmul with every tile size set to `tile_bytes`."""
     def run():
-        saved = threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_MANY_USES
-        threshold_module._TILE_BYTES = threshold_module._TILE_BYTES_MANY_USES = tile_bytes
+        saved = [getattr(threshold_module, name) for name in ENGINE_TILES]
+        for name in ENGINE_TILES:
+            setattr(threshold_module, name, tile_bytes)
         try:
             return threshold_matmul(H, W, b)
         finally:
-            threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_MANY_USES = saved
+            for name, size in zip(ENGINE_TILES, saved):
+                setattr(threshold_module, name, size)
     return run
 
 
@@ -49,7 +53,8 @@ def main():
     rng = np.random.default_rng(0)
     print(f"float32, {effective_n_threads()} threads; times in ms, best of {REPEATS} "
           f"interleaved; uses = samples of a row block per row of W; "
-          f"switch at {threshold_module._MANY_USES_PER_W_ROW} uses; best = fastest forced size")
+          f"switches at {threshold_module._FEW_USES_PER_W_ROW} and "
+          f"{threshold_module._MANY_USES_PER_W_ROW} uses; best = fastest forced size")
     labels = [f"{t // 1024} KiB" for t in TILES]
     print(f"{'n':>4} {'dens':>5} {'m':>5} {'uses':>5} "
           + " ".join(f"{label:>8}" for label in labels)

@@ -4,6 +4,7 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cpu_caches import l2_cache_bytes
 from ._openmp import build_info, openmp_enabled
 from ._threads import available_cpus, blas_info, effective_n_threads
 
@@ -29,6 +30,7 @@ def config_info():
         "openmp": openmp_enabled(),
         "n_threads": effective_n_threads(None),
         "cpus": available_cpus(),
+        "l2_cache_bytes": l2_cache_bytes(),
         "compiler": build["compiler"],
         "flags": build["flags"],
         "debug_build": build["debug"],
@@ -68,6 +70,7 @@ def show_config(file=None):
         f"  scikit-learn:  {info['scikit-learn']}",
         f"  threadpoolctl: {info['threadpoolctl']}",
         f"OpenMP: {openmp}",
+        f"L2 cache: {info['l2_cache_bytes'] // 1024} KiB per core (sizes the sparse engine's tiles)",
         f"Compiler: {info['compiler']}",
         f"  flags: {info['flags']}{'  (debug build)' if info['debug_build'] else ''}",
         "BLAS:",

@@ -256,13 +256,16 @@ def test_layer_narrower_than_a_tile_is_split_between_threads(dtype, sparse, n):
 
 
 def test_inputs_sharing_w_rows_get_smaller_tiles(dtype):
-    """Where many samples of a row block use each row of W, Z tiles are
-    smaller (more column tiles per row block); the product is the same."""
+    """The more samples of a row block use each row of W, the smaller the Z
+    tiles (more column tiles per row block); dense H takes the middle size;
+    the product is the same."""
     itemsize = np.dtype(dtype).itemsize
-    few = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=2.6)[1]
-    many = threshold_module._tiling(256, 4096, itemsize, 1, uses_per_w_row=25.6)[1]
-    assert many * threshold_module._TILE_BYTES == few * threshold_module._TILE_BYTES_MANY_USES
-    assert many < few
+    widths = [threshold_module._tiling(256, 8192, itemsize, 1, uses_per_w_row=uses)[1]
+              for uses in (None, 2.6, 9.0, 25.6)]
+    tile_bytes = [threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_FEW_USES,
+                  threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_MANY_USES]
+    assert widths == [size // (256 * itemsize) for size in tile_bytes]
+    assert widths[1] >= widths[2] > widths[3]
     rng = np.random.default_rng(10)
     H = random_csr(rng, 300, 500, 0.1, dtype)  # ~26 samples of a block per row of W
     W = rng.standard_normal((500, 2100)).astype(dtype)

@@ -6,22 +6,35 @@ from contextlib import nullcontext
 import numpy as np
 import scipy.sparse as sp
 
+from .._cpu_caches import l2_cache_bytes
 from .._threads import blas_threads_limited, threads_for_work
 from ._tile_product import tile_product
 from ._validation import check_float_matrix, check_operand, check_vector
 
 # A tile of Z (row_block x col_tile) stays in L2 next to the stream of W
-# passing through it: half of the reference machine's 1 MiB L2. A tile
-# filling all of L2 took 1.00-1.18x as long at m >= 8192 and was no
-# faster below (bench/threshold_tiles.py).
+# passing through it: 512 KiB, half of a 1 MiB L2. There a tile filling all
+# of L2 took 1.00-1.18x as long at m >= 8192 and was no faster below
+# (bench/threshold_tiles.py). Dense H takes this size (one BLAS call per
+# tile); CSR H takes it between the two switches below.
 _TILE_BYTES = 512 * 1024
 _MAX_ROW_BLOCK = 256
 # With CSR input each W row segment is added into the Z row of every sample
-# of the block that uses it. When many samples share a W row, that
-# read-modify-write of Z outweighs streaming W, and a Z tile of a quarter
-# of L2 is faster: 1.07-1.34x at 26 samples per row and m >= 2048 in
-# bench/threshold_tiles.py. At 9 or fewer its runs disagree case by case,
-# so the switch is set above 9.
+# of the block that uses it. When few samples share a W row, streaming W
+# dominates and longer row segments stream it faster: below
+# _FEW_USES_PER_W_ROW the tile takes half of L2 when that is more. On a
+# 2 MiB L2, 1 MiB took 0.84-0.93x the time of 512 KiB at 2.6 samples per
+# row and m = 4096, and 0.95-1.02x at 8192 and 16384, in two runs of
+# bench/threshold_tiles.py; at 4.5 to 9 samples per row the sizes traded
+# places from case to case.
+_FEW_USES_PER_W_ROW = 4
+_TILE_BYTES_FEW_USES = max(_TILE_BYTES, l2_cache_bytes() // 2)
+# When many samples share a W row, the read-modify-write of Z outweighs
+# streaming W, and a smaller tile is faster: 256 KiB took 0.75-0.93x the
+# time of 512 KiB at 26 samples per row and m >= 2048 on a 1 MiB L2, and
+# 0.63-0.77x on a 2 MiB one: the size does not grow with L2 (with 256 rows
+# per block, the 26 row segments of Z that a W row updates then take
+# 26 KiB, within L1). At 9 or fewer its runs disagree case by case, so the
+# switch is set above 9.
 _MANY_USES_PER_W_ROW = 16
 _TILE_BYTES_MANY_USES = 256 * 1024
 
@@ -33,22 +46,34 @@ _MIN_TILE_ROW_BYTES = 1024
 
 def _uses_per_w_row(H):
     """For CSR `H`, how many samples of a full row block use a row of W on
-    average (0 for dense `H`, whose tiles go to BLAS)."""
+    average; None for dense `H`, whose tiles go to BLAS."""
     n_rows, m_in = H.shape
-    if not sp.issparse(H) or n_rows * m_in == 0:
+    if not sp.issparse(H):
+        return None
+    if n_rows * m_in == 0:
         return 0.0
     return H.nnz * min(n_rows, _MAX_ROW_BLOCK) / (n_rows * m_in)
 
 
-def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=0.0):
+def _tile_bytes(uses_per_w_row):
+    """Bytes of a Z tile; `uses_per_w_row` is None for dense H."""
+    if uses_per_w_row is None:
+        return _TILE_BYTES
+    if uses_per_w_row >= _MANY_USES_PER_W_ROW:
+        return _TILE_BYTES_MANY_USES
+    if uses_per_w_row < _FEW_USES_PER_W_ROW:
+        return _TILE_BYTES_FEW_USES
+    return _TILE_BYTES
+
+
+def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=None):
     """Rows and columns of a Z tile, halving the columns (not below
     `_MIN_TILE_ROW_BYTES` of a row) while there are fewer tiles than
     threads: a layer of 1024 units is one 2048-wide tile otherwise, all of
     it on one thread. (Two narrower tiles per thread were slower than one
     wide one at m = 4096.) `uses_per_w_row`: see `_uses_per_w_row`."""
     row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
-    tile_bytes = (_TILE_BYTES_MANY_USES if uses_per_w_row >= _MANY_USES_PER_W_ROW
-                  else _TILE_BYTES)
+    tile_bytes = _tile_bytes(uses_per_w_row)
     col_tile = tile_bytes // (itemsize * row_block)
     col_tile = int(min(4096, max(64, col_tile - col_tile % 16)))
     n_blocks = -(-n_rows // row_block)
