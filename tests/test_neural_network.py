@@ -470,6 +470,17 @@ def test_bad_parameters_raise_at_fit(params, match):
         SparseMLPClassifier(**{**SMALL, **params}).fit(X, y)
 
 
+@pytest.mark.parametrize("name", ["shuffle", "warm_start", "nesterovs_momentum",
+                                  "early_stopping", "adapt_threshold", "first_layer_index"])
+def test_non_bool_flags_raise_an_error_that_is_both_value_and_type_error(name):
+    # As check_bool does for the index and the sketches, and scikit-learn
+    # for its own parameters: callers catching either class see it.
+    X, y = make_blobs(n_samples=20, random_state=0)
+    for expected in (ValueError, TypeError):
+        with pytest.raises(expected, match=name):
+            SparseMLPClassifier(**{**SMALL, name: "yes"}).fit(X, y)
+
+
 def test_bad_data_raises_clear_errors():
     X, y = make_blobs(n_samples=20, random_state=0)
     clf = SparseMLPClassifier(**SMALL)

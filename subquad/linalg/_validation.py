@@ -13,6 +13,12 @@ import scipy.sparse as sp
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type or value. Both a ValueError and a
+    TypeError, as scikit-learn's parameter errors are, so that callers
+    catching either see it."""
+
+
 def _is_numeric(dtype):
     return np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
 
@@ -104,6 +110,6 @@ def check_scalar(value, name):
 
 
 def check_bool(value, name):
-    """A Python or NumPy bool, else TypeError naming `name`."""
+    """A Python or NumPy bool, else InvalidParameterError naming `name`."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+        raise InvalidParameterError(f"{name} must be a bool, got {value!r}")

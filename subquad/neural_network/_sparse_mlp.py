@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._threads import effective_n_threads
+from ..linalg._validation import InvalidParameterError, check_bool
 from ._init import (active_probability, auto_threshold, data_scaled_layer, gaussian_layers,
                     hidden_std)
 from ._gauss_newton import LOSSES as GN_LOSSES
@@ -188,7 +189,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"engine must be 'sparse' or 'dense', got {self.engine!r}")
         if not (isinstance(self.first_layer_index, (bool, np.bool_))
                 or isinstance(self.first_layer_index, str) and self.first_layer_index == "auto"):
-            raise ValueError(f"first_layer_index must be 'auto', True or False, got "
+            raise InvalidParameterError(f"first_layer_index must be 'auto', True or False, got "
                              f"{self.first_layer_index!r}")
         if self.input_normalization not in ("sphere", None):
             raise ValueError(f"input_normalization must be 'sphere' or None, got "
@@ -208,8 +209,7 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
         _check_positive_int(self.n_iter_no_change, "n_iter_no_change")
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping",
                      "adapt_threshold"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}")
         effective_n_threads(self.n_threads)
