@@ -5,8 +5,9 @@
 With CSR input, each row segment of W is read once per tile and added into
 the Z row of every sample of the row block that uses it: about
 row_block * density samples. The engine picks a Z tile of half of L2 (at
-least 512 KiB) when few samples share a row (streaming W dominates, and
-longer row segments stream faster), 512 KiB in between, and 256 KiB from
+least 512 KiB) when few samples share a row and it runs on more than one
+thread (streaming W dominates, and longer row segments stream faster),
+512 KiB in between, and 256 KiB from
 `_MANY_USES_PER_W_ROW` samples on (the read-modify-write of Z dominates).
 This script times, in one run, each size forced in turn (twice the
 largest, then the engine's sizes), the engine's own choice and

@@ -260,12 +260,13 @@ def test_inputs_sharing_w_rows_get_smaller_tiles(dtype):
     tiles (more column tiles per row block); dense H takes the middle size;
     the product is the same."""
     itemsize = np.dtype(dtype).itemsize
-    widths = [threshold_module._tiling(256, 8192, itemsize, 1, uses_per_w_row=uses)[1]
-              for uses in (None, 2.6, 9.0, 25.6)]
+    widths = [threshold_module._tiling(256, 8192, itemsize, threads, uses_per_w_row=uses)[1]
+              for threads, uses in ((2, None), (2, 2.6), (1, 2.6), (2, 9.0), (2, 25.6))]
     tile_bytes = [threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_FEW_USES,
-                  threshold_module._TILE_BYTES, threshold_module._TILE_BYTES_MANY_USES]
+                  threshold_module._TILE_BYTES, threshold_module._TILE_BYTES,
+                  threshold_module._TILE_BYTES_MANY_USES]
     assert widths == [size // (256 * itemsize) for size in tile_bytes]
-    assert widths[1] >= widths[2] > widths[3]
+    assert widths[1] >= widths[3] > widths[4]
     rng = np.random.default_rng(10)
     H = random_csr(rng, 300, 500, 0.1, dtype)  # ~26 samples of a block per row of W
     W = rng.standard_normal((500, 2100)).astype(dtype)

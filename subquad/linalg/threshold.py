@@ -21,11 +21,12 @@ _MAX_ROW_BLOCK = 256
 # With CSR input each W row segment is added into the Z row of every sample
 # of the block that uses it. When few samples share a W row, streaming W
 # dominates and longer row segments stream it faster: below
-# _FEW_USES_PER_W_ROW the tile takes half of L2 when that is more. On a
-# 2 MiB L2, 1 MiB took 0.84-0.93x the time of 512 KiB at 2.6 samples per
-# row and m = 4096, and 0.95-1.02x at 8192 and 16384, in two runs of
-# bench/threshold_tiles.py; at 4.5 to 9 samples per row the sizes traded
-# places from case to case.
+# _FEW_USES_PER_W_ROW the tile takes half of L2 when that is more, on
+# more than one thread. On a 2 MiB L2, 1 MiB took 0.84-0.93x the time of
+# 512 KiB at 2.6 samples per row and m = 4096, and 0.95-1.02x at 8192 and
+# 16384, in two runs of bench/threshold_tiles.py (2 threads); at 4.5 to 9
+# samples per row the sizes traded places from case to case. On one
+# thread 512 KiB stayed faster there (1.03-1.25x in ad hoc runs at 4096).
 _FEW_USES_PER_W_ROW = 4
 _TILE_BYTES_FEW_USES = max(_TILE_BYTES, l2_cache_bytes() // 2)
 # When many samples share a W row, the read-modify-write of Z outweighs
@@ -55,13 +56,13 @@ def _uses_per_w_row(H):
     return H.nnz * min(n_rows, _MAX_ROW_BLOCK) / (n_rows * m_in)
 
 
-def _tile_bytes(uses_per_w_row):
+def _tile_bytes(uses_per_w_row, n_threads):
     """Bytes of a Z tile; `uses_per_w_row` is None for dense H."""
     if uses_per_w_row is None:
         return _TILE_BYTES
     if uses_per_w_row >= _MANY_USES_PER_W_ROW:
         return _TILE_BYTES_MANY_USES
-    if uses_per_w_row < _FEW_USES_PER_W_ROW:
+    if uses_per_w_row < _FEW_USES_PER_W_ROW and n_threads > 1:
         return _TILE_BYTES_FEW_USES
     return _TILE_BYTES
 
@@ -73,7 +74,7 @@ def _tiling(n_rows, m_out, itemsize, n_threads, uses_per_w_row=None):
     it on one thread. (Two narrower tiles per thread were slower than one
     wide one at m = 4096.) `uses_per_w_row`: see `_uses_per_w_row`."""
     row_block = max(1, min(n_rows, _MAX_ROW_BLOCK))
-    tile_bytes = _tile_bytes(uses_per_w_row)
+    tile_bytes = _tile_bytes(uses_per_w_row, n_threads)
     col_tile = tile_bytes // (itemsize * row_block)
     col_tile = int(min(4096, max(64, col_tile - col_tile % 16)))
     n_blocks = -(-n_rows // row_block)
