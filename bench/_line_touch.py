@@ -91,8 +91,7 @@ class LineTouch:
         """(offsets of the first float of each line `pattern` touches, in
         address order; where each row's lines start), for `touch`."""
         n_rows, n_cols = pattern.shape
-        if n_cols % _LINE_FLOATS:
-            raise ValueError("rows must be whole 64-byte lines")
+        _check_whole_lines(n_cols)
         rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(pattern.indptr))
         line_ids = np.unique(rows * (n_cols // _LINE_FLOATS) + pattern.indices // _LINE_FLOATS)
         row_ptr = np.searchsorted(line_ids // (n_cols // _LINE_FLOATS),
@@ -117,8 +116,12 @@ class LineTouch:
                                n_threads)
 
 
+def _check_whole_lines(n_cols):
+    if n_cols % _LINE_FLOATS:
+        raise ValueError("rows must be whole 64-byte lines")
+
+
 def _check_lined(a):
     if a.dtype != np.float32 or not a.flags.c_contiguous:
         raise TypeError("a must be a C-contiguous float32 array")
-    if a.shape[-1] % _LINE_FLOATS:
-        raise ValueError("rows must be whole 64-byte lines")
+    _check_whole_lines(a.shape[-1])

@@ -54,6 +54,7 @@ def bench_threshold(sizes, n, repeats, rng):
               f"{'scipy target needs':>18} {'dense target needs':>18} {'steal':>5}  targets")
     print(header)
     line_touch = LineTouch.load()
+    n_threads = effective_n_threads()
     floor_rows = []
     for m in sizes:
         W = rng.standard_normal((m, m)).astype(np.float32)
@@ -62,7 +63,6 @@ def bench_threshold(sizes, n, repeats, rng):
         b = float(np.quantile(H[:8] @ W, 0.98))
         x = np.ones(m, dtype=np.float32)
         used_rows = np.unique(H.indices).astype(np.int64)
-        n_threads = effective_n_threads()
         fns = [
             lambda: threshold_matmul(H, W, b),
             lambda: threshold_matmul(H, W, b, n_threads=1),

@@ -189,8 +189,8 @@ class BaseSparseMLP(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"engine must be 'sparse' or 'dense', got {self.engine!r}")
         if not (isinstance(self.first_layer_index, (bool, np.bool_))
                 or isinstance(self.first_layer_index, str) and self.first_layer_index == "auto"):
-            raise InvalidParameterError(f"first_layer_index must be 'auto', True or False, got "
-                             f"{self.first_layer_index!r}")
+            raise InvalidParameterError(f"first_layer_index must be 'auto', True or False, "
+                                        f"got {self.first_layer_index!r}")
         if self.input_normalization not in ("sphere", None):
             raise ValueError(f"input_normalization must be 'sphere' or None, got "
                              f"{self.input_normalization!r}")
