@@ -268,13 +268,16 @@ def test_inputs_sharing_w_rows_get_smaller_tiles(dtype):
     assert widths == [size // (256 * itemsize) for size in tile_bytes]
     assert widths[1] >= widths[3] > widths[4]
     rng = np.random.default_rng(10)
-    H = random_csr(rng, 300, 500, 0.1, dtype)  # ~26 samples of a block per row of W
-    W = rng.standard_normal((500, 2100)).astype(dtype)
-    one, two = (threshold_matmul(H, W, 1.0, n_threads=t) for t in THREADS)
-    assert_csr_matches(two, threshold_reference(H, W, 1.0), dtype)
-    np.testing.assert_array_equal(one.indices, two.indices)
-    np.testing.assert_allclose(sparse_matmul(H, W), H.toarray().astype(float) @ W,
-                               rtol=rtol_for(dtype) * 10, atol=rtol_for(dtype) * 100)
+    # ~26 samples of a block per row of W, then ~2.6 (the half-of-L2 tile
+    # on 2 threads, wider than 512 KiB where L2 exceeds 1 MiB).
+    for n, density, m_out in ((300, 0.1, 2100), (128, 0.02, 4200)):
+        H = random_csr(rng, n, 500, density, dtype)
+        W = rng.standard_normal((500, m_out)).astype(dtype)
+        one, two = (threshold_matmul(H, W, 1.0, n_threads=t) for t in THREADS)
+        assert_csr_matches(two, threshold_reference(H, W, 1.0), dtype)
+        np.testing.assert_array_equal(one.indices, two.indices)
+        np.testing.assert_allclose(sparse_matmul(H, W), H.toarray().astype(float) @ W,
+                                   rtol=rtol_for(dtype) * 10, atol=rtol_for(dtype) * 100)
 
 
 def test_threshold_matmul_memory_stays_near_output_size():
