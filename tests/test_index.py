@@ -370,9 +370,29 @@ def test_auto_chooses_by_measured_pruning(monkeypatch):
     assert "timed" not in low.algorithm_reason_
     assert_matches(A, low.W_, X, 2.5, np.float32)
     # A threshold below every value makes every neuron active: the model
-    # predicts brute (the tree's per-query sort leaves the cache).
+    # predicts brute (the tree stages and sorts each active neuron, brute
+    # writes it in order).
     low.query(X, -100.0)
     assert low.algorithm_ == "brute"
+
+
+def test_auto_prices_the_query_as_asked(monkeypatch):
+    """An unsorted query is priced without the sort: with output made
+    costly only when sorted, the same data and threshold choose brute
+    sorted and the tree unsorted, and both answers are exact."""
+    monkeypatch.setattr(_active_neuron_index, "_AUTO_TIMED_BAND", 1.0)
+    monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE", 1e6)
+    monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE_UNSORTED", 0.0)
+    rng = np.random.default_rng(3)
+    index = ActiveNeuronIndex(rng.standard_normal((100000, 2)).astype(np.float32))
+    X = rng.standard_normal((256, 2)).astype(np.float32)
+    A = index.query(X, 2.5)
+    assert index.algorithm_ == "brute" and "unsorted" not in index.algorithm_reason_
+    assert_matches(A, index.W_, X, 2.5, np.float32)
+    A = index.query(X, 2.5, sort_indices=False)
+    assert index.algorithm_ == "tree" and "the tree (unsorted)" in index.algorithm_reason_
+    A.sort_indices()
+    assert_matches(A, index.W_, X, 2.5, np.float32)
 
 
 class _Clock:

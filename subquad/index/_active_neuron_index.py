@@ -34,22 +34,25 @@ _AUTO_SAMPLE_EVERY = 64
 # Cost model of 'auto', in nanoseconds per query on one core: a non-negative
 # least-squares fit (relative errors) over dims 2-16, leaves of 64 and 128
 # and ~1%, ~3% and ~50% active, 2**19 neurons, on the 2-core reference
-# machine (bench/active_index_cost_model.py, run single-threaded; its
-# predictions fall within 0.75-1.38x of the tree's measurements, 0.72-1.29x
-# of brute's: single timings on this machine swing that much). Brute:
-# every neuron goes through a blocked GEMM and the threshold scan; each
-# active one is staged and scattered into CSR. Tree: testing a node's
-# bounds against a query (8 queries per vector operation), evaluating a
-# neuron of a scanned leaf (16 per vector operation), and staging and
-# radix-sorting an active neuron by column.
-_BRUTE_NS_PER_NEURON = 0.84
-_BRUTE_NS_PER_MULTIPLY_ADD = 0.0119
-_BRUTE_NS_PER_ACTIVE = 18.7
-_TREE_NS_PER_NODE = 10.1
+# machine (bench/active_index_cost_model.py, run single-threaded, refitted
+# in session 26 on that machine's current host; its predictions fell within
+# 0.81-1.27x of the sorted tree's measurements, 0.74-1.33x of the unsorted
+# tree's and 0.94-1.11x of brute's: single timings on this machine swing
+# that much). Brute: every neuron goes through a blocked GEMM and the
+# threshold scan; each active one is staged and scattered into CSR. Tree:
+# testing a node's bounds against a query (8 queries per vector
+# operation), evaluating a neuron of a scanned leaf (16 per vector
+# operation), and staging an active neuron and either radix-sorting it by
+# column or copying it out as found (``sort_indices=False``).
+_BRUTE_NS_PER_NEURON = 0.29
+_BRUTE_NS_PER_MULTIPLY_ADD = 0.0127
+_BRUTE_NS_PER_ACTIVE = 4.4
+_TREE_NS_PER_NODE = 3.4
 _TREE_NS_PER_EVALUATION = 0.0
-_TREE_NS_PER_MULTIPLY_ADD = 0.095
-_TREE_NS_PER_ACTIVE = 16.2
-_TREE_NS_PER_SPILLED = 25.6
+_TREE_NS_PER_MULTIPLY_ADD = 0.043
+_TREE_NS_PER_ACTIVE = 6.0
+_TREE_NS_PER_ACTIVE_UNSORTED = 3.0
+_TREE_NS_PER_SPILLED = 3.4
 # Active neurons of one query whose sort scratch (two 8-byte words each)
 # fits in half of a 2 MiB L2; beyond, each costs _TREE_NS_PER_SPILLED more.
 SORT_IN_CACHE = 65536
@@ -473,16 +476,21 @@ class ActiveNeuronIndex:
         visited = stats[1] / n_sample
         active = result[2][-1] / n_sample
         n, d = self.n_neurons_, self.dim_
+        if sort_indices:
+            output_ns = (active * _TREE_NS_PER_ACTIVE
+                         + max(0.0, active - SORT_IN_CACHE) * _TREE_NS_PER_SPILLED)
+        else:
+            output_ns = active * _TREE_NS_PER_ACTIVE_UNSORTED
         tree_ns = (visited * _TREE_NS_PER_NODE
                    + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
-                   + active * _TREE_NS_PER_ACTIVE
-                   + max(0.0, active - SORT_IN_CACHE) * _TREE_NS_PER_SPILLED)
+                   + output_ns)
         brute_ns = (n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
                     + active * _BRUTE_NS_PER_ACTIVE)
+        tree_name = "the tree" if sort_indices else "the tree (unsorted)"
         reason = (f"measured on {n_sample} queries: the tree evaluates "
                   f"{evaluated / n:.2%} of the neurons and visits {visited:.0f} nodes per "
                   f"query ({active:.0f} active); predicted {tree_ns / 1e3:.1f} us per query "
-                  f"for the tree vs {brute_ns / 1e3:.1f} us for brute")
+                  f"for {tree_name} vs {brute_ns / 1e3:.1f} us for brute")
         if 1 / _AUTO_TIMED_BAND < brute_ns / tree_ns < _AUTO_TIMED_BAND:
             self._brute_shift(threshold)
             start = time.perf_counter()
@@ -490,7 +498,7 @@ class ActiveNeuronIndex:
             brute_seconds = time.perf_counter() - start
             choice = "tree" if tree_seconds < brute_seconds else "brute"
             reason += (f"; within {_AUTO_TIMED_BAND}x, so both were timed: "
-                       f"{tree_seconds / n_sample * 1e6:.1f} us per query for the tree vs "
+                       f"{tree_seconds / n_sample * 1e6:.1f} us per query for {tree_name} vs "
                        f"{brute_seconds / n_sample * 1e6:.1f} us for brute")
         else:
             choice = "tree" if _AUTO_MARGIN * tree_ns < brute_ns else "brute"
@@ -531,9 +539,8 @@ class ActiveNeuronIndex:
             for consumers that take a row's columns in any order, such as
             a product with the result or the next layer of a network
             (scipy.sparse handles either; see ``A.has_sorted_indices``).
-            Brute output comes sorted either way. 'auto''s cost model
-            prices the sorted query; when it puts the two within 2x of each
-            other, the timed tree run on the sample is unsorted too.
+            Brute output comes sorted either way. 'auto' prices and times
+            the tree's query as asked, sorted or not.
 
         Returns
         -------
