@@ -1,6 +1,7 @@
 """threshold_matmul's Z tile size against how many samples share each row of W.
 
     python bench/threshold_tiles.py
+    OMP_NUM_THREADS=1 python bench/threshold_tiles.py   # the same on one thread
 
 With CSR input, each row segment of W is read once per tile and added into
 the Z row of every sample of the row block that uses it: about
@@ -11,7 +12,8 @@ thread (streaming W dominates, and longer row segments stream faster),
 `_MANY_USES_PER_W_ROW` samples on (the read-modify-write of Z dominates).
 This script times, in one run, each size forced in turn (twice the
 largest, then the engine's sizes), the engine's own choice and
-scipy.sparse + threshold, for float32 CSR activations, 2 threads, about 2%
+scipy.sparse + threshold, for float32 CSR activations, on all threads
+(2 on the reference machine) unless OMP_NUM_THREADS says fewer, about 2%
 of the outputs active. The sparse-engine issue's case (128 rows, 2%) also
 runs at its widths of 8192 and 16384.
 """

@@ -25,8 +25,11 @@ _MAX_ROW_BLOCK = 256
 # more than one thread. On a 2 MiB L2, 1 MiB took 0.84-0.93x the time of
 # 512 KiB at 2.6 samples per row and m = 4096, and 0.95-1.02x at 8192 and
 # 16384, in two runs of bench/threshold_tiles.py (2 threads); at 4.5 to 9
-# samples per row the sizes traded places from case to case. On one
-# thread 512 KiB stayed faster there (1.03-1.26x in ad hoc runs at 4096).
+# samples per row the sizes traded places from case to case. One thread
+# keeps 512 KiB: in ad hoc runs at 4096 it was 1.03-1.26x faster there,
+# and in a run of `OMP_NUM_THREADS=1 python bench/threshold_tiles.py` the
+# two traded places (1 MiB took 0.88-1.07x the time of 512 KiB at 2.6
+# samples per row, m = 2048 to 16384), so nothing argues for the larger.
 _FEW_USES_PER_W_ROW = 4
 _TILE_BYTES_FEW_USES = max(_TILE_BYTES, l2_cache_bytes() // 2)
 # When many samples share a W row, the read-modify-write of Z outweighs
