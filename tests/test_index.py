@@ -377,9 +377,10 @@ def test_auto_chooses_by_measured_pruning(monkeypatch):
 
 
 def test_auto_prices_the_query_as_asked(monkeypatch):
-    """An unsorted query is priced without the sort: with output made
-    costly only when sorted, the same data and threshold choose brute
-    sorted and the tree unsorted, and both answers are exact."""
+    """An unsorted query is priced without the sort, a count without any
+    output: with output made costly only when sorted, the same data and
+    threshold choose brute sorted and the tree unsorted, and all answers
+    are exact."""
     monkeypatch.setattr(_active_neuron_index, "_AUTO_TIMED_BAND", 1.0)
     monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE", 1e6)
     monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE_UNSORTED", 0.0)
@@ -393,6 +394,17 @@ def test_auto_prices_the_query_as_asked(monkeypatch):
     assert index.algorithm_ == "tree" and "the tree (unsorted)" in index.algorithm_reason_
     A.sort_indices()
     assert_matches(A, index.W_, X, 2.5, np.float32)
+    # count writes no output: the tree is priced on its walk alone, so it
+    # wins even when every output costs it dearly.
+    monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE_UNSORTED", 1e6)
+    assert index.query(X, 2.5, sort_indices=False) is not None
+    assert index.algorithm_ == "brute"
+    counts = index.count(X, 2.5)
+    assert index.algorithm_ == "tree" and "the tree's count" in index.algorithm_reason_
+    np.testing.assert_array_equal(counts, np.diff(A.indptr))
+    # Three queries are all sampled: the sample's counts are the answer.
+    np.testing.assert_array_equal(index.count(X[:3], 2.5), np.diff(A.indptr)[:3])
+    assert index.algorithm_ == "tree"
 
 
 class _Clock:

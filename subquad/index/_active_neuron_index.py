@@ -105,7 +105,9 @@ class ActiveNeuronIndex:
         `count` call runs the tree on 4 to 16 of its queries (1 in 64),
         measures how many inner products it evaluates and how many nodes it
         visits, and picks the tree if a cost model predicts it at least
-        1.2x cheaper than brute. When the model's predictions are within
+        1.2x cheaper than brute. The tree is priced for what the call
+        returns: sorted or unsorted output, or for `count` the walk alone
+        (brute builds its output either way). When the model's predictions are within
         2x of each other, brute is run on the same queries too and the
         faster of the two measured times decides.
     leaf_size : int, default=128
@@ -459,34 +461,41 @@ class ActiveNeuronIndex:
         return self._staged("brute", lambda workspace: threshold_csr(
             X, self.W_.T, shift, n_threads=self.n_threads, workspace=workspace))
 
-    def _choose(self, X, threshold, sort_indices=True):
+    def _choose(self, X, threshold, output):
         """'tree' or 'brute' for this call, and the tree's result on the
-        measured sample when that sample is all of X (else None)."""
+        measured sample when that sample is all of X (else None). `output`
+        is what the call returns, and what the tree is timed and priced on:
+        'sorted' or 'unsorted' CSR, or 'count' (the walk alone; brute
+        builds its CSR output either way)."""
         if self.algorithm != "auto" or self._tree is None:
             return self.algorithm_, None
         n_sample = min(X.shape[0], _AUTO_SAMPLE,
                        max(_AUTO_MIN_SAMPLE, X.shape[0] // _AUTO_SAMPLE_EVERY))
         sample = np.ascontiguousarray(X[:: max(1, X.shape[0] // n_sample)][:n_sample])
+        count_only = output == "count"
         start = time.perf_counter()
-        result = self._run_tree(sample, threshold, False, sort_indices)
+        result = self._run_tree(sample, threshold, count_only, output == "sorted")
         tree_seconds = time.perf_counter() - start
         stats = result[-1]
         n_sample = sample.shape[0]
         evaluated = stats[0] / n_sample
         visited = stats[1] / n_sample
-        active = result[2][-1] / n_sample
+        active = (result[0].sum() if count_only else result[2][-1]) / n_sample
         n, d = self.n_neurons_, self.dim_
-        if sort_indices:
+        if output == "sorted":
             output_ns = (active * _TREE_NS_PER_ACTIVE
                          + max(0.0, active - SORT_IN_CACHE) * _TREE_NS_PER_SPILLED)
-        else:
+        elif output == "unsorted":
             output_ns = active * _TREE_NS_PER_ACTIVE_UNSORTED
+        else:
+            output_ns = 0.0
         tree_ns = (visited * _TREE_NS_PER_NODE
                    + evaluated * (_TREE_NS_PER_EVALUATION + d * _TREE_NS_PER_MULTIPLY_ADD)
                    + output_ns)
         brute_ns = (n * (_BRUTE_NS_PER_NEURON + d * _BRUTE_NS_PER_MULTIPLY_ADD)
                     + active * _BRUTE_NS_PER_ACTIVE)
-        tree_name = "the tree" if sort_indices else "the tree (unsorted)"
+        tree_name = {"sorted": "the tree", "unsorted": "the tree (unsorted)",
+                     "count": "the tree's count"}[output]
         reason = (f"measured on {n_sample} queries: the tree evaluates "
                   f"{evaluated / n:.2%} of the neurons and visits {visited:.0f} nodes per "
                   f"query ({active:.0f} active); predicted {tree_ns / 1e3:.1f} us per query "
@@ -554,7 +563,7 @@ class ActiveNeuronIndex:
         if X.shape[0] == 0:
             self._record(self.algorithm_, 0, None)
             return sp.csr_matrix((0, self.n_neurons_), dtype=self.dtype_)
-        algorithm, result = self._choose(X, threshold, sort_indices)
+        algorithm, result = self._choose(X, threshold, "sorted" if sort_indices else "unsorted")
         if algorithm == "brute":
             A = self._run_brute(X, threshold)
             self._record("brute", X.shape[0], None)
@@ -582,12 +591,12 @@ class ActiveNeuronIndex:
         if X.shape[0] == 0:
             self._record(self.algorithm_, 0, None)
             return np.zeros(0, dtype=np.int64)
-        algorithm, result = self._choose(X, threshold)
+        algorithm, result = self._choose(X, threshold, "count")
         if algorithm == "brute":
             counts = np.diff(self._run_brute(X, threshold).indptr).astype(np.int64)
             self._record("brute", X.shape[0], None)
             return counts
-        counts, stats = self._run_tree(X, threshold, True)
+        counts, stats = result if result is not None else self._run_tree(X, threshold, True)
         self._record("tree", X.shape[0], stats)
         return counts
 
