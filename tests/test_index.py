@@ -397,7 +397,7 @@ def test_auto_prices_the_query_as_asked(monkeypatch):
     # count writes no output: the tree is priced on its walk alone, so it
     # wins even when every output costs it dearly.
     monkeypatch.setattr(_active_neuron_index, "_TREE_NS_PER_ACTIVE_UNSORTED", 1e6)
-    assert index.query(X, 2.5, sort_indices=False) is not None
+    assert_matches(index.query(X, 2.5, sort_indices=False), index.W_, X, 2.5, np.float32)
     assert index.algorithm_ == "brute"
     counts = index.count(X, 2.5)
     assert index.algorithm_ == "tree" and "the tree's count" in index.algorithm_reason_

@@ -107,9 +107,9 @@ class ActiveNeuronIndex:
         visits, and picks the tree if a cost model predicts it at least
         1.2x cheaper than brute. The tree is priced for what the call
         returns: sorted or unsorted output, or for `count` the walk alone
-        (brute builds its output either way). When the model's predictions are within
-        2x of each other, brute is run on the same queries too and the
-        faster of the two measured times decides.
+        (brute builds its output either way). When the model's
+        predictions are within 2x of each other, brute is run on the same
+        queries too and the faster of the two measured times decides.
     leaf_size : int, default=128
         Most neurons in a leaf of the tree. Smaller leaves evaluate fewer
         neurons but test more node bounds; a leaf is evaluated 16 neurons
