@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from subquad import ActiveNeuronIndex
 from subquad.index import _active_neuron_index
-from subquad.index._tree import (NEURONS_PER_BLOCK, build_tree, node_bounds, pack_lanes,
-                                 refit_bounds)
+from subquad.index._tree import (NEURONS_PER_BLOCK, build_tree, float32_bounds, node_bounds,
+                                 pack_lanes, refit_bounds)
 
 DTYPES = [np.float32, np.float64]
 ALGORITHMS = ["tree", "brute", "auto"]
@@ -127,19 +127,27 @@ def test_pruning_never_changes_the_computed_set_near_ties(data, dtype, dim):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     offset = data.draw(st.sampled_from([0.0, 1.0, 1e3]))
     W = (offset + rng.standard_normal((400, dim)) * data.draw(st.sampled_from([1e-3, 1.0])))
-    W = W.astype(dtype)
-    X = rng.standard_normal((8, dim)).astype(dtype)
+    # Tiny scales put the values among float32's subnormals.
+    scale = data.draw(st.sampled_from([1.0, 1e-22]))
+    W = (W * scale).astype(dtype)
+    X = (rng.standard_normal((8, dim)) * scale).astype(dtype)
     values = (X @ W.T).ravel()
     # On a value, or one ulp to either side of it.
     threshold = dtype(values[data.draw(st.integers(0, values.size - 1))])
     step = data.draw(st.sampled_from([None, -np.inf, np.inf]))
     threshold = float(threshold if step is None else np.nextafter(threshold, dtype(step)))
-    deep = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1).query(X, threshold)
-    flat = ActiveNeuronIndex(W, algorithm="tree", leaf_size=len(W)).query(X, threshold)
-    np.testing.assert_array_equal(deep.indptr, flat.indptr)
-    np.testing.assert_array_equal(deep.indices, flat.indices)
-    np.testing.assert_array_equal(deep.data, flat.data)
-    assert_matches(deep, W, X, threshold, dtype)
+    one_leaf = ActiveNeuronIndex(W, algorithm="tree", leaf_size=len(W)).query(X, threshold)
+    deep = ActiveNeuronIndex(W, algorithm="tree", leaf_size=1)
+    # The walk all the way down, and flat leaf tests below nodes of 64 and
+    # of all the neurons.
+    for flat_leaves in (0, 64, len(W)):
+        deep.FLAT_LEAVES = flat_leaves
+        A = deep.query(X, threshold)
+        np.testing.assert_array_equal(A.indptr, one_leaf.indptr)
+        np.testing.assert_array_equal(A.indices, one_leaf.indices)
+        np.testing.assert_array_equal(A.data, one_leaf.data)
+    if scale == 1.0:
+        assert_matches(one_leaf, W, X, threshold, dtype)
 
 
 @SETTINGS
@@ -458,6 +466,57 @@ def test_tree_kernels_against_numpy(dtype, n_threads):
         np.testing.assert_array_equal(bounds[k, 6:9], rows.max(axis=0))
         np.testing.assert_allclose(
             bounds[k, 9], np.linalg.norm(rows - bounds[k, :3], axis=1).max(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [1, 3, 8, 11])
+def test_float32_bounds_hold_their_nodes_exactly(dim):
+    """The float32 rows of the flat leaf test against NumPy in float64:
+    every neuron of a node lies in the widened box |w - m| <= h and ball
+    |w - c| <= R (checked with the float32 values made exact in float64),
+    and the slack scale is at least the evaluation's."""
+    rng = np.random.default_rng(dim)
+    W = (rng.standard_normal((3000, dim)) * rng.choice([1e-3, 1.0, 1e3], (3000, 1)) + 7.0)
+    W = W.astype(np.float32)
+    order, nodes, _ = build_tree(W, 9)
+    blocks = packed(W[order])
+    bounds = node_bounds(blocks, nodes, 1.0 + 1e-12, 1)
+    table = float32_bounds(bounds, 1e-6)
+    assert table.dtype == np.float32 and table.shape == (len(nodes), 3 * dim + 2)
+    m, h, c = (table[:, i * dim:(i + 1) * dim].astype(np.float64) for i in range(3))
+    radius, scale = table[:, 3 * dim].astype(np.float64), table[:, 3 * dim + 1]
+    W_tree = W[order].astype(np.float64)
+    for k, (start, end, _) in enumerate(nodes):
+        rows = W_tree[start:end]
+        assert np.all(np.abs(rows - m[k]) <= h[k])
+        assert np.all(np.linalg.norm(rows - c[k], axis=1) <= radius[k])
+        assert scale[k] >= 1e-6 * np.linalg.norm(rows, axis=1).max()
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dim", [2, 8])
+def test_flat_leaf_tests_give_the_walk_s_results(dim, n_threads):
+    """float32 queries through the walk alone and with subtrees of 1, 8 and
+    all leaves tested flat: the same counts, sorted and unsorted entries."""
+    rng = np.random.default_rng(dim)
+    W = rng.standard_normal((20000, dim)).astype(np.float32)
+    X = rng.standard_normal((300, dim)).astype(np.float32)
+    threshold = float(np.quantile(X[:20] @ W.T, 0.98))
+    index = ActiveNeuronIndex(W, algorithm="tree", leaf_size=32, n_threads=n_threads)
+    results = []
+    for flat_leaves in (0, 1, 8, len(W)):
+        index.FLAT_LEAVES = flat_leaves
+        results.append((index.count(X, threshold), index.query(X, threshold),
+                        index.query(X, threshold, sort_indices=False)))
+    counts, A, unsorted = results[0]
+    assert_matches(A, W, X, threshold, np.float32)
+    for other_counts, other, other_unsorted in results[1:]:
+        np.testing.assert_array_equal(other_counts, counts)
+        np.testing.assert_array_equal(other.indptr, A.indptr)
+        np.testing.assert_array_equal(other.indices, A.indices)
+        np.testing.assert_array_equal(other.data, A.data)
+        other_unsorted.sort_indices()
+        np.testing.assert_array_equal(other_unsorted.indices, A.indices)
+        np.testing.assert_array_equal(other_unsorted.data, A.data)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -408,6 +408,84 @@ cdef extern from *:
         *n_child = kc;
         return pruned;
     }
+    /* ---- every leaf's float32 upper bound against a list of queries
+       stored by coordinate in float32: rows 0..dim-1 the coordinates x_a,
+       rows dim..2 dim-1 their magnitudes |x_a|, row 2 dim the norms
+       (rounded upwards), `stride` apart. The leaf's row holds the box as
+       centre and half-widths (m, h), the ball's centre c and radius R, and
+       a slack scale s, so that for every neuron w of the leaf
+
+           fl(<w, x>) - b <= min(<m, x> + <h, |x|>, <c, x> + R |x|) + s |x| - b
+
+       holds with the rounding of this float32 sum included (see
+       `leaf_table`). Ids of the queries whose bound exceeds b_test go to
+       scan_ids (written up to 16 past their count); returns their count. */
+    #ifdef SUBQUAD_INDEX_AVX512
+    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_leaf_test_dim(
+            Py_ssize_t dim, const float* row, float b_test, const float* xs,
+            Py_ssize_t stride, Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) {
+        const float* m = row;
+        const float* h = row + dim;
+        const float* c = row + 2 * dim;
+        const __m512 vr = _mm512_set1_ps(row[3 * dim]), vs = _mm512_set1_ps(row[3 * dim + 1]);
+        const __m512 vb = _mm512_set1_ps(b_test);
+        Py_ssize_t ks = 0, i, a;
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 valid = n - i >= 16 ? (__mmask16) 0xFFFF
+                                                : (__mmask16) ((1u << (n - i)) - 1);
+            __m512 box0 = _mm512_setzero_ps(), box1 = box0, ball = box0;
+            for (a = 0; a < dim; a++) {
+                const __m512 xa = _mm512_loadu_ps(xs + a * stride + i);
+                box0 = _mm512_fmadd_ps(_mm512_set1_ps(m[a]), xa, box0);
+                box1 = _mm512_fmadd_ps(_mm512_set1_ps(h[a]),
+                                       _mm512_loadu_ps(xs + (dim + a) * stride + i), box1);
+                ball = _mm512_fmadd_ps(_mm512_set1_ps(c[a]), xa, ball);
+            }
+            const __m512 norm = _mm512_loadu_ps(xs + 2 * dim * stride + i);
+            ball = _mm512_fmadd_ps(vr, norm, ball);
+            const __m512 upper = _mm512_fmadd_ps(vs, norm,
+                                                 _mm512_min_ps(_mm512_add_ps(box0, box1), ball));
+            const __mmask16 alive = _mm512_mask_cmp_ps_mask(valid, upper, vb, _CMP_GT_OQ);
+            _mm512_storeu_si512(scan_ids + ks, _mm512_maskz_compress_epi32(
+                alive, _mm512_loadu_si512(ids + i)));
+            ks += _mm_popcnt_u32(alive);
+        }
+        return ks;
+    }
+    #else
+    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_leaf_test_dim(
+            Py_ssize_t dim, const float* row, float b_test, const float* xs,
+            Py_ssize_t stride, Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) {
+        const float* m = row;
+        const float* h = row + dim;
+        const float* c = row + 2 * dim;
+        const float radius = row[3 * dim], scale = row[3 * dim + 1];
+        Py_ssize_t ks = 0, i, a;
+        for (i = 0; i < n; i++) {
+            float box0 = 0.0f, box1 = 0.0f, ball = 0.0f;
+            for (a = 0; a < dim; a++) {
+                box0 += m[a] * xs[a * stride + i];
+                box1 += h[a] * xs[(dim + a) * stride + i];
+                ball += c[a] * xs[a * stride + i];
+            }
+            const float norm = xs[2 * dim * stride + i];
+            const float box = box0 + box1;
+            ball += radius * norm;
+            const float upper = (box < ball ? box : ball) + scale * norm;
+            scan_ids[ks] = ids[i];
+            ks += upper > b_test;
+        }
+        return ks;
+    }
+    #endif
+    #define SUBQUAD_LEAF_TEST(dim, ...) ks = subquad_leaf_test_dim(dim, __VA_ARGS__)
+    static inline Py_ssize_t subquad_leaf_test_f32(
+            const float* row, Py_ssize_t dim, float b_test, const float* xs, Py_ssize_t stride,
+            Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) {
+        Py_ssize_t ks = 0;
+        SUBQUAD_BY_DIM(SUBQUAD_LEAF_TEST, dim, row, b_test, xs, stride, n, ids, scan_ids)
+        return ks;
+    }
     """
     void leaf_count_f32 "subquad_leaf_count_f32"(
         const float* w, Py_ssize_t dim, Py_ssize_t n_blocks, unsigned first, unsigned last,
@@ -430,6 +508,9 @@ cdef extern from *:
     void unpack_entries_f64 "subquad_unpack_entries_f64"(
         const uint64_t* src, int64_t count, const double* staged, int32_t* cols,
         double* vals) noexcept nogil
+    Py_ssize_t leaf_test_f32 "subquad_leaf_test_f32"(
+        const float* row, Py_ssize_t dim, float b_test, const float* xs, Py_ssize_t stride,
+        Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) noexcept nogil
     Py_ssize_t node_test "subquad_node_test"(
         const double* bound, Py_ssize_t dim, double b, double slack_factor, double abs_slack,
         int leaf, const double* xs, Py_ssize_t stride, const int32_t* ids, Py_ssize_t n,

@@ -44,7 +44,13 @@ once per query (a per-query walk was bound by memory latency). The list
 holds the queries' coordinates and norms row by row, so a node is tested
 against eight queries per vector operation and the survivors are packed
 into the child's list with compress instructions (`_query_kernels.pxd`);
-no branch depends on a bound or on a neuron being active. Each query
+no branch depends on a bound or on a neuron being active. Near the leaves
+the inner nodes' bounds prune little (at dim 8, 2**20 Gaussian neurons and
+leaves of 128, a query visits about as many nodes as there are leaves), so
+for float32 a node of at most `flat_size` neurons hands its list to its
+leaves directly: each leaf is tested against it with float32 rows of its
+box and ball (`float32_bounds`), 16 queries per vector operation, which
+costs a fraction of a float64 node test. Each query
 appends its active neurons (original index, value) to a staging buffer of
 its own, in tree order; once all counts are known the CSR arrays are
 allocated (from the output pool, `_output_pool.pyx`), and each query's
@@ -66,7 +72,7 @@ from .._csr_output import entry_arrays, row_pointers
 from .._staging cimport Staging, reserve
 from .._stream cimport stream_fence
 from .._workspace cimport StagingWorkspace
-from ._query_kernels cimport (leaf_count, leaf_emit, node_test, unpack_entries_f32,
+from ._query_kernels cimport (leaf_count, leaf_emit, leaf_test_f32, node_test, unpack_entries_f32,
                               unpack_entries_f64)
 
 cdef enum:
@@ -511,13 +517,36 @@ cdef inline int64_t _round_up8(int64_t n) noexcept nogil:
     return (n + 7) & ~(<int64_t> 7)
 
 
+cdef int64_t _flat_list(const double* xs, int64_t stride, const int32_t* list_ids,
+                        int64_t n, int64_t dim, float* out) noexcept nogil:
+    """Copy a list of queries (see `_query_batch`) into the float32 layout of
+    `leaf_test_f32`: rows of coordinates, their magnitudes, the norms
+    rounded upwards, then the ids; rows padded with zeros to a multiple of
+    16. Returns the row stride."""
+    cdef int64_t n_flat = (n + 15) & ~(<int64_t> 15)
+    cdef int64_t a, q
+    cdef double v
+    cdef int32_t* ids_out = <int32_t*> (out + (2 * dim + 1) * n_flat)
+    for a in range(dim):
+        for q in range(n_flat):
+            v = xs[a * stride + q] if q < n else 0.0
+            out[a * n_flat + q] = <float> v
+            out[(dim + a) * n_flat + q] = <float> (v if v >= 0.0 else -v)
+    for q in range(n_flat):
+        # Nearest float32 of the norm, widened past any rounding down.
+        out[2 * dim * n_flat + q] = <float> (xs[dim * stride + q] * (1.0 + 1e-6)) if q < n else 0.0
+        ids_out[q] = list_ids[q] if q < n else 0
+    return n_flat
+
+
 cdef int _query_batch(
     const floating* X, int64_t n_queries, int64_t dim, floating b,
     const double* x_norms, double slack_factor, double abs_slack,
     const floating* blocks, const int32_t* ids, const int64_t* nodes,
-    const double* bounds, Staging* staging, int64_t* counts, bint count_only,
-    double* lists, int32_t* list_ids, Frame* frames, int32_t* scan, int32_t** cols,
-    floating** vals, int64_t* stats,
+    const double* bounds, int64_t n_nodes, const float* table, float b_test,
+    int64_t flat_size, Staging* staging, int64_t* counts, bint count_only,
+    double* lists, int32_t* list_ids, Frame* frames, float* flat_lists, int32_t* scan,
+    int32_t** cols, floating** vals, int64_t* stats,
 ) noexcept nogil:
     """Depth-first walk of the tree for a batch of queries at once (rows of
     X): each node is tested against the queries still alive at its parent,
@@ -530,9 +559,16 @@ cdef int _query_batch(
     (see `node_test`), in float64: `lists` has room for MAX_DEPTH + 2
     lists of (dim + 1) * round_up8(n_queries) values, `list_ids` for as
     many lists of ids, `frames` for 2 * MAX_DEPTH + 4 frames, `scan` for
-    2 * round_up8(n_queries) + 16 ids, `cols` and `vals` for n_queries
-    pointers. Returns 0, or -1 when out of memory."""
+    2 * round_up8(n_queries) + 48 ids, `cols` and `vals` for n_queries
+    pointers. A node of at most `flat_size` neurons (0 for none; float32
+    only) tests the queries descending from it against each of its leaves
+    in turn (`leaf_test_f32` on the rows of `table`, threshold `b_test`),
+    from a float32 copy of the list in `flat_lists` ((2 dim + 2) *
+    (round_up8(n_queries) + 16) values). Returns 0, or -1 when out of
+    memory."""
     cdef int64_t top, node, i, q, a, size, stride, child_stride, child_values, child_ids
+    cdef int64_t leaf, n_flat
+    cdef const int64_t* leaf_info
     cdef Py_ssize_t n_scan, n_whole, n_children
     cdef int64_t evaluated = 0, visited = 0, pruned = 0, whole = 0
     cdef int64_t bound_stride = 3 * dim + 3
@@ -579,7 +615,30 @@ cdef int _query_batch(
                 for i in range(n_whole):
                     scan[n_scan + i] = whole_ids[i]
                 n_scan += n_whole
-        if n_children > 0:
+        evaluated += n_scan * size
+        if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
+                                b, ids, staging, counts, count_only, cols, vals) < 0:
+            return -1
+        if n_children > 0 and size <= flat_size:
+            n_flat = _flat_list(lists + child_values, child_stride, list_ids + child_ids,
+                                n_children, dim, flat_lists)
+            # The subtree's nodes follow it (pre-order) up to its end.
+            leaf = node + 1
+            while leaf < n_nodes and nodes[leaf * N_NODE_FIELDS + NODE_START] < info[NODE_END]:
+                leaf_info = nodes + leaf * N_NODE_FIELDS
+                if leaf_info[NODE_RIGHT] < 0:
+                    visited += n_children
+                    n_scan = leaf_test_f32(
+                        table + leaf * (3 * dim + 2), dim, b_test, flat_lists, n_flat,
+                        n_children, <int32_t*> (flat_lists + (2 * dim + 1) * n_flat), scan)
+                    pruned += n_children - n_scan
+                    evaluated += n_scan * (leaf_info[NODE_END] - leaf_info[NODE_START])
+                    if n_scan > 0 and _scan(
+                            blocks, dim, leaf_info[NODE_START], leaf_info[NODE_END], X, scan,
+                            n_scan, b, ids, staging, counts, count_only, cols, vals) < 0:
+                        return -1
+                leaf += 1
+        elif n_children > 0:
             # Both children start from the same list; the left one is
             # walked first.
             frames[top].node = info[NODE_RIGHT]
@@ -590,15 +649,40 @@ cdef int _query_batch(
                 frames[i].length = n_children
                 frames[i].stride = child_stride
             top += 2
-        evaluated += n_scan * size
-        if n_scan > 0 and _scan(blocks, dim, info[NODE_START], info[NODE_END], X, scan, n_scan,
-                                b, ids, staging, counts, count_only, cols, vals) < 0:
-            return -1
     stats[STAT_EVALUATED] += evaluated
     stats[STAT_VISITED] += visited
     stats[STAT_PRUNED] += pruned
     stats[STAT_WHOLE] += whole
     return 0
+
+
+def float32_bounds(const double[:, ::1] bounds, double slack_factor):
+    """The nodes' bounds for `leaf_test_f32`: float32 rows (box centre m,
+    box half-widths h, ball centre c, ball radius R, slack scale s), each
+    widened so that it holds the node's neurons in exact arithmetic, and s
+    covering the float32 rounding of the test as well as of the evaluation
+    (`slack_factor`)."""
+    B = np.asarray(bounds)
+    dim = (B.shape[1] - 3) // 3
+    c, lo, hi = B[:, :dim], B[:, dim:2 * dim], B[:, 2 * dim:3 * dim]
+    mid = (lo + hi) / 2
+    mid32 = mid.astype(np.float32)
+    c32 = c.astype(np.float32)
+    # What rounding the centres to float32 moved them by widens the shapes.
+    half = (hi - lo) / 2 + np.abs(mid - mid32)
+    radius = B[:, 3 * dim] + np.sqrt(((c - c32) ** 2).sum(axis=1)) * (1 + 1e-12)
+    norm_bound = np.maximum(B[:, 3 * dim + 1] + radius, B[:, 3 * dim + 2])
+    # 2 dim + 3 float32 operations add up to the bound, each off by at most
+    # half an ulp of a partial sum no larger than norm_bound |x|.
+    scale = (slack_factor + (2 * dim + 8) * 2.0 ** -23) * norm_bound * (1 + 1e-6)
+    return np.ascontiguousarray(np.column_stack(
+        [mid32, _float32_above(half), c32, _float32_above(radius), _float32_above(scale)]),
+        dtype=np.float32)
+
+
+def _float32_above(values):
+    """A float32 no smaller than each value (the nearest one may be)."""
+    return np.nextafter(values.astype(np.float32), np.float32(np.inf))
 
 
 cdef union FloatBits:
@@ -718,6 +802,8 @@ def tree_query(
     const int32_t[::1] ids,
     const int64_t[:, ::1] nodes,
     const double[:, ::1] bounds,
+    table,
+    int64_t flat_size,
     bint count_only,
     int n_threads,
     StagingWorkspace workspace=None,
@@ -734,7 +820,9 @@ def tree_query(
     with columns in the original neuron order, each row's sorted unless
     `sort_indices` is False (then in tree order, as staged). `stats` sums, over
     queries, the neurons evaluated and the nodes visited, pruned and
-    reported whole.
+    reported whole. For float32, `table` is ``float32_bounds(bounds,
+    slack_factor)`` and nodes of at most `flat_size` neurons test their
+    leaves flat (see `_query_batch`); for float64 both are ignored.
     """
     cdef floating b = <floating> threshold
     cdef int64_t n_queries = X.shape[0]
@@ -753,6 +841,7 @@ def tree_query(
     cdef int64_t batch = max(1, min(BATCH, (n_queries + n_threads - 1) // n_threads))
     cdef int64_t n_batches = (n_queries + batch - 1) // batch
     cdef int64_t list_room = _round_up8(batch)
+    cdef int64_t n_nodes = nodes.shape[0]
     # One staging buffer per query; a workspace of this call only frees
     # them on return.
     if workspace is None:
@@ -773,6 +862,20 @@ def tree_query(
     cdef Frame* frames
     cdef floating[::1] data_out
     cdef int32_t[::1] indices_out
+    # Below b by more than underflow can move the evaluation (abs_slack) and
+    # the flat test's float32 sum (at most the smallest normal per operation,
+    # even with denormals flushed): the roundings `float32_bounds` does not
+    # scale with |x|.
+    cdef float b_test = np.nextafter(
+        np.float32(<double> b - abs_slack - (4 * dim + 16) * 2.0 ** -126), np.float32(-np.inf))
+    cdef const float* table_p = NULL
+    cdef const float[:, ::1] table_view
+    if floating is float and flat_size > 0:
+        table_view = table
+        table_p = &table_view[0, 0]
+    else:
+        flat_size = 0
+    cdef float* flat_lists
     cdef int64_t[::1] indptr
     if n_queries > 0:
         with nogil, parallel(num_threads=n_threads):
@@ -780,27 +883,30 @@ def tree_query(
             lists = <double*> malloc(
                 (MAX_DEPTH + 2) * (dim + 1) * list_room * sizeof(double))
             list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
-            scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
+            scan = <int32_t*> malloc((2 * list_room + 48) * sizeof(int32_t))
             frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
+            flat_lists = <float*> malloc((2 * dim + 2) * (list_room + 16) * sizeof(float))
             cols = <int32_t**> malloc(batch * sizeof(int32_t*))
             vals = <floating**> malloc(batch * sizeof(floating*))
             for c in prange(n_batches, schedule="dynamic"):
                 if (lists == NULL or list_ids == NULL or scan == NULL or frames == NULL
-                        or cols == NULL or vals == NULL):
+                        or flat_lists == NULL or cols == NULL or vals == NULL):
                     failed += 1
                     continue
                 q0 = c * batch
                 nq = min(batch, n_queries - q0)
                 if _query_batch(
                         &X[q0, 0], nq, dim, b, &x_norms[q0], slack_factor, abs_slack,
-                        &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0],
-                        staging + q0, &counts[q0], count_only, lists, list_ids, frames,
-                        scan, cols, vals, &stats[tid, 0]) < 0:
+                        &blocks[0, 0, 0], &ids[0], &nodes[0, 0], &bounds[0, 0], n_nodes,
+                        table_p, b_test, flat_size, staging + q0, &counts[q0], count_only,
+                        lists, list_ids, frames, flat_lists, scan, cols, vals,
+                        &stats[tid, 0]) < 0:
                     failed += 1
             free(lists)
             free(list_ids)
             free(scan)
             free(frames)
+            free(flat_lists)
             free(cols)
             free(vals)
     if failed:
