@@ -420,16 +420,16 @@ cdef extern from *:
        holds with the rounding of this float32 sum included (see
        `leaf_table`). Ids of the queries whose bound exceeds b_test go to
        scan_ids (written up to 16 past their count); returns their count. */
-    #ifdef SUBQUAD_INDEX_AVX512
     SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_leaf_test_dim(
             Py_ssize_t dim, const float* row, float b_test, const float* xs,
             Py_ssize_t stride, Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) {
         const float* m = row;
         const float* h = row + dim;
         const float* c = row + 2 * dim;
+        Py_ssize_t ks = 0, i, a;
+    #ifdef SUBQUAD_INDEX_AVX512
         const __m512 vr = _mm512_set1_ps(row[3 * dim]), vs = _mm512_set1_ps(row[3 * dim + 1]);
         const __m512 vb = _mm512_set1_ps(b_test);
-        Py_ssize_t ks = 0, i, a;
         for (i = 0; i < n; i += 16) {
             const __mmask16 valid = n - i >= 16 ? (__mmask16) 0xFFFF
                                                 : (__mmask16) ((1u << (n - i)) - 1);
@@ -450,17 +450,7 @@ cdef extern from *:
                 alive, _mm512_loadu_si512(ids + i)));
             ks += _mm_popcnt_u32(alive);
         }
-        return ks;
-    }
     #else
-    SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_leaf_test_dim(
-            Py_ssize_t dim, const float* row, float b_test, const float* xs,
-            Py_ssize_t stride, Py_ssize_t n, const int32_t* ids, int32_t* scan_ids) {
-        const float* m = row;
-        const float* h = row + dim;
-        const float* c = row + 2 * dim;
-        const float radius = row[3 * dim], scale = row[3 * dim + 1];
-        Py_ssize_t ks = 0, i, a;
         for (i = 0; i < n; i++) {
             float box0 = 0.0f, box1 = 0.0f, ball = 0.0f;
             for (a = 0; a < dim; a++) {
@@ -470,14 +460,14 @@ cdef extern from *:
             }
             const float norm = xs[2 * dim * stride + i];
             const float box = box0 + box1;
-            ball += radius * norm;
-            const float upper = (box < ball ? box : ball) + scale * norm;
+            ball += row[3 * dim] * norm;
+            const float upper = (box < ball ? box : ball) + row[3 * dim + 1] * norm;
             scan_ids[ks] = ids[i];
             ks += upper > b_test;
         }
+    #endif
         return ks;
     }
-    #endif
     #define SUBQUAD_LEAF_TEST(dim, ...) ks = subquad_leaf_test_dim(dim, __VA_ARGS__)
     static inline Py_ssize_t subquad_leaf_test_f32(
             const float* row, Py_ssize_t dim, float b_test, const float* xs, Py_ssize_t stride,
