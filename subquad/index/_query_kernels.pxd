@@ -418,7 +418,7 @@ cdef extern from *:
            fl(<w, x>) - b <= min(<m, x> + <h, |x|>, <c, x> + R |x|) + s |x| - b
 
        holds with the rounding of this float32 sum included (see
-       `leaf_table`). Ids of the queries whose bound exceeds b_test go to
+       `float32_bounds` in _tree.pyx). Ids of the queries whose bound exceeds b_test go to
        scan_ids (written up to 16 past their count); returns their count. */
     SUBQUAD_ALWAYS_INLINE Py_ssize_t subquad_leaf_test_dim(
             Py_ssize_t dim, const float* row, float b_test, const float* xs,

@@ -60,7 +60,7 @@ staging buffers are kept between calls when the caller passes a
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, sqrt
+from libc.math cimport INFINITY, fabs, sqrt
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -656,38 +656,58 @@ cdef int _query_batch(
     return 0
 
 
+cdef union FloatBits:
+    float value
+    uint32_t bits
+
+
+cdef inline float _float32_above(double value) noexcept nogil:
+    """A float32 no smaller than `value` >= 0: the nearest one, or when that
+    is smaller, one at least an ulp above it (nearest * (1 + 2**-23) is, for
+    a normal nearest; the smallest normal float32 covers zero and
+    subnormals, whose arithmetic would take microcode assists).
+    Arithmetic rather than nextafterf, a libm call per value: with it,
+    `float32_bounds` took 2.1 ms for 16383 nodes at dim 8."""
+    cdef float nearest = <float> value
+    cdef float widened = nearest * <float> (1.0 + 2.0 ** -23) + <float> (2.0 ** -126)
+    return widened if nearest < value else nearest
+
+
 def float32_bounds(const double[:, ::1] bounds, double slack_factor):
     """The nodes' bounds for `leaf_test_f32`: float32 rows (box centre m,
     box half-widths h, ball centre c, ball radius R, slack scale s), each
     widened so that it holds the node's neurons in exact arithmetic, and s
     covering the float32 rounding of the test as well as of the evaluation
     (`slack_factor`)."""
-    B = np.asarray(bounds)
-    dim = (B.shape[1] - 3) // 3
-    c, lo, hi = B[:, :dim], B[:, dim:2 * dim], B[:, 2 * dim:3 * dim]
-    mid = (lo + hi) / 2
-    mid32 = mid.astype(np.float32)
-    c32 = c.astype(np.float32)
-    # What rounding the centres to float32 moved them by widens the shapes.
-    half = (hi - lo) / 2 + np.abs(mid - mid32)
-    radius = B[:, 3 * dim] + np.sqrt(((c - c32) ** 2).sum(axis=1)) * (1 + 1e-12)
-    norm_bound = np.maximum(B[:, 3 * dim + 1] + radius, B[:, 3 * dim + 2])
-    # 2 dim + 3 float32 operations add up to the bound, each off by at most
-    # half an ulp of a partial sum no larger than norm_bound |x|.
-    scale = (slack_factor + (2 * dim + 8) * 2.0 ** -23) * norm_bound * (1 + 1e-6)
-    return np.ascontiguousarray(np.column_stack(
-        [mid32, _float32_above(half), c32, _float32_above(radius), _float32_above(scale)]),
-        dtype=np.float32)
-
-
-def _float32_above(values):
-    """A float32 no smaller than each value (the nearest one may be)."""
-    return np.nextafter(values.astype(np.float32), np.float32(np.inf))
-
-
-cdef union FloatBits:
-    float value
-    uint32_t bits
+    cdef int64_t n_nodes = bounds.shape[0]
+    cdef int64_t dim = (bounds.shape[1] - 3) // 3
+    table_arr = np.empty((n_nodes, 3 * dim + 2), dtype=np.float32)
+    cdef float[:, ::1] table = table_arr
+    cdef int64_t k, a
+    cdef double mid, shift, radius, norm_bound
+    cdef float centre
+    with nogil:
+        for k in range(n_nodes):
+            shift = 0.0
+            for a in range(dim):
+                # What rounding the centres to float32 moves them by widens
+                # the shapes.
+                mid = (bounds[k, dim + a] + bounds[k, 2 * dim + a]) / 2
+                centre = <float> mid
+                table[k, a] = centre
+                table[k, dim + a] = _float32_above(
+                    (bounds[k, 2 * dim + a] - bounds[k, dim + a]) / 2 + fabs(mid - centre))
+                centre = <float> bounds[k, a]
+                table[k, 2 * dim + a] = centre
+                shift += (bounds[k, a] - centre) * (bounds[k, a] - centre)
+            radius = bounds[k, 3 * dim] + sqrt(shift) * (1 + 1e-12)
+            norm_bound = max(bounds[k, 3 * dim + 1] + radius, bounds[k, 3 * dim + 2])
+            table[k, 3 * dim] = _float32_above(radius)
+            # 2 dim + 3 float32 operations add up to the bound, each off by at
+            # most half an ulp of a partial sum no larger than norm_bound |x|.
+            table[k, 3 * dim + 1] = _float32_above(
+                (slack_factor + (2 * dim + 8) * 2.0 ** -23) * norm_bound * (1 + 1e-6))
+    return table_arr
 
 
 cdef inline uint32_t _payload(const floating* vals, int64_t i) noexcept nogil:
