@@ -559,7 +559,7 @@ cdef int _query_batch(
     (see `node_test`), in float64: `lists` has room for MAX_DEPTH + 2
     lists of (dim + 1) * round_up8(n_queries) values, `list_ids` for as
     many lists of ids, `frames` for 2 * MAX_DEPTH + 4 frames, `scan` for
-    2 * round_up8(n_queries) + 48 ids, `cols` and `vals` for n_queries
+    2 * round_up8(n_queries) + 16 ids, `cols` and `vals` for n_queries
     pointers. A node of at most `flat_size` neurons (0 for none; float32
     only) tests the queries descending from it against each of its leaves
     in turn (`leaf_test_f32` on the rows of `table`, threshold `b_test`),
@@ -903,7 +903,7 @@ def tree_query(
             lists = <double*> malloc(
                 (MAX_DEPTH + 2) * (dim + 1) * list_room * sizeof(double))
             list_ids = <int32_t*> malloc((MAX_DEPTH + 2) * list_room * sizeof(int32_t))
-            scan = <int32_t*> malloc((2 * list_room + 48) * sizeof(int32_t))
+            scan = <int32_t*> malloc((2 * list_room + 16) * sizeof(int32_t))
             frames = <Frame*> malloc((2 * MAX_DEPTH + 4) * sizeof(Frame))
             flat_lists = <float*> malloc((2 * dim + 2) * (list_room + 16) * sizeof(float))
             cols = <int32_t**> malloc(batch * sizeof(int32_t*))
