@@ -21,7 +21,9 @@ cdef extern from *:
     /* 16 (8) entries per step. A full step stores whole vectors at the
        write position (lanes past the passing ones are overwritten by the
        next step), which stays within the n slots the caller reserved; the
-       tail stores only its passing lanes. */
+       tail stores only its passing lanes, with a masked store of the
+       compressed vector (see the leaf kernels of index/_query_kernels.pxd
+       for why not a compress store to memory). */
     static inline long subquad_compress_positive_f32(
             long n, const float *restrict z, const float *restrict shift, int32_t first_col,
             int32_t *restrict cols, float *restrict vals) {
@@ -42,8 +44,9 @@ cdef extern from *:
             __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(in_range, z + c),
                                      _mm512_maskz_loadu_ps(in_range, shift + c));
             __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_NLE_UQ);
-            _mm512_mask_compressstoreu_ps(vals + k, m, v);
-            _mm512_mask_compressstoreu_epi32(cols + k, m, col);
+            const __mmask16 leading = (__mmask16) ((1u << _mm_popcnt_u32(m)) - 1);
+            _mm512_mask_storeu_ps(vals + k, leading, _mm512_maskz_compress_ps(m, v));
+            _mm512_mask_storeu_epi32(cols + k, leading, _mm512_maskz_compress_epi32(m, col));
             k += _mm_popcnt_u32(m);
         }
         return k;
@@ -68,8 +71,9 @@ cdef extern from *:
             __m512d v = _mm512_add_pd(_mm512_maskz_loadu_pd(in_range, z + c),
                                       _mm512_maskz_loadu_pd(in_range, shift + c));
             __mmask8 m = _mm512_mask_cmp_pd_mask(in_range, v, _mm512_setzero_pd(), _CMP_NLE_UQ);
-            _mm512_mask_compressstoreu_pd(vals + k, m, v);
-            _mm256_mask_compressstoreu_epi32(cols + k, m, col);
+            const __mmask8 leading = (__mmask8) ((1u << _mm_popcnt_u32(m)) - 1);
+            _mm512_mask_storeu_pd(vals + k, leading, _mm512_maskz_compress_pd(m, v));
+            _mm256_mask_storeu_epi32(cols + k, leading, _mm256_maskz_compress_epi32(m, col));
             k += _mm_popcnt_u32(m);
         }
         return k;
