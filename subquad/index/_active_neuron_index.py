@@ -40,13 +40,13 @@ _AUTO_SAMPLE_EVERY = 64
 # 0.73-1.33x of the unsorted tree's and 0.84-1.10x of brute's, but for the
 # first configuration timed, dim 2 with leaves of 64, at 0.36-0.39x: 46 us
 # where leaves of 128 took 20 us; single timings on this machine swing
-# that much). Brute: every neuron goes
-# through a blocked GEMM and the threshold scan; each active one is staged
-# and scattered into CSR. Tree: testing a node's bounds against a query (8
-# queries per vector operation; a leaf tested in float32 counts as a node),
-# evaluating a neuron of a scanned leaf (16 per vector operation), and
-# staging an active neuron and either radix-sorting it by column or
-# copying it out as found (``sort_indices=False``).
+# that much). Brute: every neuron goes through a blocked GEMM and the
+# threshold scan; each active one is staged and scattered into CSR. Tree:
+# testing a node's bounds against a query (8 queries per vector operation;
+# a leaf tested in float32 counts as a node), evaluating a neuron of a
+# scanned leaf (16 per vector operation), and staging an active neuron and
+# either radix-sorting it by column or copying it out as found
+# (``sort_indices=False``).
 _BRUTE_NS_PER_NEURON = 0.32
 _BRUTE_NS_PER_MULTIPLY_ADD = 0.0196
 _BRUTE_NS_PER_ACTIVE = 2.6
@@ -56,10 +56,11 @@ _TREE_NS_PER_MULTIPLY_ADD = 0.056
 _TREE_NS_PER_ACTIVE = 5.4
 _TREE_NS_PER_ACTIVE_UNSORTED = 2.2
 # The fit on this host found no extra cost for a sort scratch spilling out
-# of L2 (the Intel host before it: 3.4 ns per spilled neuron).
+# of L2 (the Xeon host before it: 3.4 ns per spilled neuron).
 _TREE_NS_PER_SPILLED = 0.0
 # Active neurons of one query whose sort scratch (two 8-byte words each)
-# fits in half of a 2 MiB L2; beyond, each costs _TREE_NS_PER_SPILLED more.
+# fits in half of the Xeon hosts' 2 MiB L2; beyond, each costs
+# _TREE_NS_PER_SPILLED more.
 SORT_IN_CACHE = 65536
 # The tree must be predicted this much cheaper to be chosen: its cost varies
 # more between queries than the brute scan's.
