@@ -44,10 +44,11 @@ cdef extern from *:
             __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(in_range, z + c),
                                      _mm512_maskz_loadu_ps(in_range, shift + c));
             __mmask16 m = _mm512_mask_cmp_ps_mask(in_range, v, _mm512_setzero_ps(), _CMP_NLE_UQ);
-            const __mmask16 leading = (__mmask16) ((1u << _mm_popcnt_u32(m)) - 1);
+            const int n_pass = _mm_popcnt_u32(m);
+            const __mmask16 leading = (__mmask16) ((1u << n_pass) - 1);
             _mm512_mask_storeu_ps(vals + k, leading, _mm512_maskz_compress_ps(m, v));
             _mm512_mask_storeu_epi32(cols + k, leading, _mm512_maskz_compress_epi32(m, col));
-            k += _mm_popcnt_u32(m);
+            k += n_pass;
         }
         return k;
     }
@@ -71,10 +72,11 @@ cdef extern from *:
             __m512d v = _mm512_add_pd(_mm512_maskz_loadu_pd(in_range, z + c),
                                       _mm512_maskz_loadu_pd(in_range, shift + c));
             __mmask8 m = _mm512_mask_cmp_pd_mask(in_range, v, _mm512_setzero_pd(), _CMP_NLE_UQ);
-            const __mmask8 leading = (__mmask8) ((1u << _mm_popcnt_u32(m)) - 1);
+            const int n_pass = _mm_popcnt_u32(m);
+            const __mmask8 leading = (__mmask8) ((1u << n_pass) - 1);
             _mm512_mask_storeu_pd(vals + k, leading, _mm512_maskz_compress_pd(m, v));
             _mm256_mask_storeu_epi32(cols + k, leading, _mm256_maskz_compress_epi32(m, col));
-            k += _mm_popcnt_u32(m);
+            k += n_pass;
         }
         return k;
     }
